@@ -1,0 +1,428 @@
+"""SimCLR image augmentations as pure JAX functions of (key, images).
+
+Everything random here runs on the accelerator inside the jitted train step:
+one independent PRNG key per example (`simclr_augment` splits the key and
+vmaps `augment_image`), fixed output shapes, and no Python control flow on
+traced values. Which ops run is decided by an `AugmentConfig` (static data);
+whether an op fires for a given image is a traced coin flip (`jnp.where`).
+Behaviour follows SIMCLR_SPEC.md section 5 and the SimCLR reference
+(google-research/simclr, `data_util.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from typing import Callable
+
+import dm_pix as pix
+import jax
+import jax.numpy as jnp
+
+from simclr_jax.errors import UserError
+
+_SAMPLERS = ("reference", "torchvision")
+_BRIGHTNESS_MODES = ("multiplicative", "additive")
+_REFERENCE_ATTEMPTS = 100
+_TORCHVISION_ATTEMPTS = 10
+# TF's sample_distorted_bounding_box as SimCLR calls it: the crop must cover
+# at least this fraction of the (whole-image) bounding box.
+_MIN_OBJECT_COVERED = 0.1
+# Contrast/saturation lower bound 1 - 0.8 s must stay >= 0 (TF refuses less).
+_MAX_JITTER_STRENGTH = 1.25
+_BLUR_SIGMA = (0.1, 2.0)
+_EVAL_NO_CROP_MAX_SIDE = 32
+
+
+class AugmentConfigError(UserError, ValueError):
+  """A bad augmentation setting; both a `ValueError` and a `UserError`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+  """What one augmented view does; static (hashable) data, not code."""
+
+  image_size: int
+  crop: bool = True
+  crop_area: tuple[float, float] = (0.08, 1.0)
+  crop_aspect: tuple[float, float] = (3 / 4, 4 / 3)
+  crop_sampler: str = "reference"
+  flip: bool = True
+  color_jitter_strength: float = 1.0
+  color_jitter_prob: float = 0.8
+  brightness: str = "multiplicative"
+  grayscale_prob: float = 0.2
+  blur_prob: float = 0.5
+  solarize_prob: float = 0.0
+
+  def __post_init__(self):
+    def fail(message):
+      raise AugmentConfigError(f"AugmentConfig: {message}")
+
+    def set_(name, value):
+      object.__setattr__(self, name, value)
+
+    size = self.image_size
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral):
+      fail(f"image_size must be an int, got {size!r}")
+    if size < 1:
+      fail(f"image_size must be >= 1, got {size}")
+    set_("image_size", int(size))
+    for name in ("crop", "flip"):
+      if not isinstance(getattr(self, name), bool):
+        fail(f"{name} must be True or False, got {getattr(self, name)!r}")
+    for name in ("crop_area", "crop_aspect"):
+      value = getattr(self, name)
+      try:
+        lo, hi = (float(v) for v in value)
+      except (TypeError, ValueError):
+        fail(f"{name} must be a pair (low, high) of numbers, got {value!r}")
+      set_(name, (lo, hi))
+    lo, hi = self.crop_area
+    if not 0.0 < lo <= hi <= 1.0:
+      fail(f"crop_area must satisfy 0 < low <= high <= 1, got {(lo, hi)}")
+    lo, hi = self.crop_aspect
+    if not 0.0 < lo <= hi or not math.isfinite(hi):
+      fail(f"crop_aspect must satisfy 0 < low <= high, got {(lo, hi)}")
+    if self.crop_sampler not in _SAMPLERS:
+      fail(f"crop_sampler must be one of {_SAMPLERS}, "
+           f"got {self.crop_sampler!r}")
+    if (self.crop_sampler == "reference"
+        and self.crop_area[1] < _MIN_OBJECT_COVERED):
+      fail(f"the reference crop sampler rejects boxes covering less than "
+           f"{_MIN_OBJECT_COVERED:.0%} of the image, so crop_area high must "
+           f"be >= {_MIN_OBJECT_COVERED}, got {self.crop_area[1]}")
+    if self.brightness not in _BRIGHTNESS_MODES:
+      fail(f"brightness must be one of {_BRIGHTNESS_MODES}, "
+           f"got {self.brightness!r}")
+    for name in ("color_jitter_strength", "color_jitter_prob",
+                 "grayscale_prob", "blur_prob", "solarize_prob"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        fail(f"{name} must be a number, got {value!r}")
+      set_(name, float(value))
+      high = _MAX_JITTER_STRENGTH if name == "color_jitter_strength" else 1.0
+      if not 0.0 <= value <= high:
+        what = ("the jitter strength s (contrast/saturation factors start at "
+                "1 - 0.8 s, which must not be negative)"
+                if name == "color_jitter_strength" else "a probability")
+        fail(f"{name} is {what} and must be in [0, {high}], got {value}")
+
+
+def _preset(**fields) -> Callable[[int], AugmentConfig]:
+  return lambda image_size: AugmentConfig(image_size=image_size, **fields)
+
+
+PRESETS: dict[str, Callable[[int], AugmentConfig]] = {
+    # SimCLR v2 ImageNet pretraining.
+    "simclr": _preset(),
+    # CIFAR pretraining: weaker colour jitter, no blur.
+    "simclr_cifar": _preset(color_jitter_strength=0.5, blur_prob=0.0),
+    # SimCLR v1: additive brightness.
+    "simclr_v1": _preset(brightness="additive"),
+    # Linear evaluation / fine-tuning training: random crop and flip only.
+    "crop_flip": _preset(color_jitter_strength=0.0, color_jitter_prob=0.0,
+                         grayscale_prob=0.0, blur_prob=0.0),
+    # No augmentation at all: resize to image_size only.
+    "none": _preset(crop=False, flip=False, color_jitter_strength=0.0,
+                    color_jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0),
+}
+
+
+def make_augment_config(preset: str, image_size: int,
+                        **overrides) -> AugmentConfig:
+  """Builds the named preset for `image_size`, then applies field overrides."""
+  if preset not in PRESETS:
+    raise AugmentConfigError(
+        f"unknown augmentation preset {preset!r}; valid presets: "
+        f"{', '.join(sorted(PRESETS))}")
+  config = PRESETS[preset](image_size)
+  fields = {f.name for f in dataclasses.fields(AugmentConfig)}
+  unknown = sorted(set(overrides) - fields)
+  if unknown:
+    raise AugmentConfigError(
+        f"unknown AugmentConfig field(s) {unknown}; valid fields: "
+        f"{', '.join(sorted(fields))}")
+  return dataclasses.replace(config, **overrides)
+
+
+def blur_kernel_size(image_size: int) -> int:
+  """Blur kernel side: `image_size // 10` made odd (23 at 224, 3 at 32)."""
+  return 2 * (image_size // 10 // 2) + 1
+
+
+def _to_float(images: jnp.ndarray) -> jnp.ndarray:
+  """uint8 (or any int) 0..255 -> float32 [0, 1]; floats are taken as [0, 1]."""
+  images = jnp.asarray(images)
+  if jnp.issubdtype(images.dtype, jnp.integer):
+    return images.astype(jnp.float32) / 255.0
+  return images.astype(jnp.float32)
+
+
+def _randint_below(key: jax.Array, n: jnp.ndarray) -> jnp.ndarray:
+  """Uniform integer in [0, n) for traced n >= 1 (0 when n <= 0), as float."""
+  u = jax.random.uniform(key, jnp.shape(n))
+  return jnp.clip(jnp.floor(u * n), 0.0, jnp.maximum(n - 1.0, 0.0))
+
+
+def _reference_box(key: jax.Array, height: int, width: int,
+                   config: AugmentConfig) -> jnp.ndarray:
+  """TF `sample_distorted_bounding_box` as SimCLR uses it, all attempts at once.
+
+  Aspect ratio is uniform; for each attempt the integer height is uniform
+  between the heights that give the min and max area (so the area is not
+  uniform), with TF's rounding repairs. Boxes covering < 10% of the image are
+  rejected; the first valid attempt wins, else the whole image.
+  """
+  k_aspect, k_height, k_y, k_x = jax.random.split(key, 4)
+  n = _REFERENCE_ATTEMPTS
+  img_h, img_w = float(height), float(width)
+  min_area = jnp.float32(config.crop_area[0] * img_h * img_w)
+  max_area = jnp.float32(config.crop_area[1] * img_h * img_w)
+  aspect = jax.random.uniform(k_aspect, (n,), minval=config.crop_aspect[0],
+                              maxval=config.crop_aspect[1])
+  h_lo = jnp.rint(jnp.sqrt(min_area / aspect))
+  h_hi = jnp.rint(jnp.sqrt(max_area / aspect))
+  # Largest height whose rounded width still fits (TF's float repair).
+  h_fit = jnp.floor((img_w + 0.5 - 1e-7) / aspect)
+  h_fit = jnp.where(jnp.rint(h_fit * aspect) > img_w, h_fit - 1, h_fit)
+  h_hi = jnp.where(jnp.rint(h_hi * aspect) > img_w, h_fit, h_hi)
+  h_hi = jnp.minimum(h_hi, img_h)
+  h_lo = jnp.minimum(h_lo, h_hi)
+  h = h_lo + _randint_below(k_height, h_hi - h_lo + 1)
+  w = jnp.rint(h * aspect)
+  too_small = w * h < min_area
+  h = jnp.where(too_small, h + 1, h)
+  w = jnp.rint(h * aspect)
+  too_big = w * h > max_area
+  h = jnp.where(too_big, h - 1, h)
+  w = jnp.rint(h * aspect)
+  area = w * h
+  valid = ((area >= min_area) & (area <= max_area) & (w <= img_w)
+           & (h <= img_h) & (w > 0) & (h > 0) & (area >= 1)
+           & (area / (img_h * img_w) >= _MIN_OBJECT_COVERED))
+  first = jnp.argmax(valid)
+  found = valid[first]
+  h = jnp.where(found, h[first], img_h)
+  w = jnp.where(found, w[first], img_w)
+  # TF draws offsets with Uniform(img - size), i.e. in [0, img - size - 1].
+  y = _randint_below(k_y, img_h - h)
+  x = _randint_below(k_x, img_w - w)
+  return jnp.stack([y, x, h, w])
+
+
+def _torchvision_box(key: jax.Array, height: int, width: int,
+                     config: AugmentConfig) -> jnp.ndarray:
+  """torchvision `RandomResizedCrop.get_params`: area uniform, aspect log-uniform.
+
+  10 attempts; on failure a centre crop with the aspect clamped into range.
+  """
+  k_area, k_aspect, k_y, k_x = jax.random.split(key, 4)
+  n = _TORCHVISION_ATTEMPTS
+  img_h, img_w = float(height), float(width)
+  lo, hi = config.crop_aspect
+  target = img_h * img_w * jax.random.uniform(
+      k_area, (n,), minval=config.crop_area[0], maxval=config.crop_area[1])
+  aspect = jnp.exp(jax.random.uniform(k_aspect, (n,), minval=math.log(lo),
+                                      maxval=math.log(hi)))
+  w = jnp.round(jnp.sqrt(target * aspect))
+  h = jnp.round(jnp.sqrt(target / aspect))
+  valid = (w > 0) & (w <= img_w) & (h > 0) & (h <= img_h)
+  first = jnp.argmax(valid)
+  found = valid[first]
+  h, w = h[first], w[first]
+  y = _randint_below(k_y, img_h - h + 1)
+  x = _randint_below(k_x, img_w - w + 1)
+  # Static fallback: centre crop with the image aspect clamped into range.
+  ratio = width / height
+  if ratio < lo:
+    fb_w, fb_h = width, round(width / lo)
+  elif ratio > hi:
+    fb_w, fb_h = round(height * hi), height
+  else:
+    fb_w, fb_h = width, height
+  fallback = jnp.array([(height - fb_h) // 2, (width - fb_w) // 2, fb_h, fb_w],
+                       jnp.float32)
+  return jnp.where(found, jnp.stack([y, x, h, w]), fallback)
+
+
+def sample_crop_box(key: jax.Array, height: int, width: int, *,
+                    config: AugmentConfig) -> jnp.ndarray:
+  """Random crop box (y, x, h, w) in pixels, float32 holding integers."""
+  sampler = (_reference_box if config.crop_sampler == "reference"
+             else _torchvision_box)
+  return sampler(key, height, width, config)
+
+
+def _resize_box(image: jnp.ndarray, box: jnp.ndarray, size: int) -> jnp.ndarray:
+  """Bicubic resample of the box (y, x, h, w) of an HWC image to size x size.
+
+  `scale_and_translate` lets the box be a traced value. No antialiasing, like
+  TF's `tf.image.resize(..., BICUBIC)` that SimCLR uses.
+  """
+  y, x, h, w = box[0], box[1], box[2], box[3]
+  scale = jnp.stack([size / h, size / w])
+  translation = -jnp.stack([y, x]) * scale
+  out = jax.image.scale_and_translate(
+      image, (size, size, image.shape[-1]), (0, 1), scale, translation,
+      method="cubic", antialias=False)
+  return jnp.clip(out, 0.0, 1.0)
+
+
+def _jitter_bounds(strength: float,
+                   brightness: str) -> tuple[list[float], list[float]]:
+  """(low, high) of the brightness, contrast, saturation and hue parameters."""
+  b, c, s, h = 0.8 * strength, 0.8 * strength, 0.8 * strength, 0.2 * strength
+  if brightness == "multiplicative":
+    b_lo, b_hi = max(0.0, 1.0 - b), 1.0 + b
+  else:
+    b_lo, b_hi = -b, b
+  return [b_lo, 1.0 - c, 1.0 - s, -h], [b_hi, 1.0 + c, 1.0 + s, h]
+
+
+def _sample_color_jitter(key: jax.Array, strength: float,
+                         brightness: str) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Random op order (a permutation of 0..3) and the 4 op parameters."""
+  k_order, k_params = jax.random.split(key)
+  order = jax.random.permutation(k_order, 4)
+  lo, hi = _jitter_bounds(strength, brightness)
+  params = jax.random.uniform(k_params, (4,), minval=jnp.array(lo),
+                              maxval=jnp.array(hi))
+  return order, params
+
+
+def _color_jitter(image: jnp.ndarray, order: jnp.ndarray, params: jnp.ndarray,
+                  brightness: str) -> jnp.ndarray:
+  """Brightness, contrast, saturation, hue in `order`, clipping after each."""
+  if brightness == "multiplicative":
+    adjust_brightness = lambda x, p: x * p[0]
+  else:
+    adjust_brightness = lambda x, p: pix.adjust_brightness(x, p[0])
+  branches = (
+      adjust_brightness,
+      lambda x, p: pix.adjust_contrast(x, p[1]),
+      lambda x, p: pix.adjust_saturation(x, p[2]),
+      lambda x, p: pix.adjust_hue(x, p[3]),
+  )
+  for i in range(4):
+    image = jax.lax.switch(order[i], branches, image, params)
+    image = jnp.clip(image, 0.0, 1.0)
+  return image
+
+
+def _gaussian_blur(image: jnp.ndarray, sigma: jnp.ndarray,
+                   kernel_size: int) -> jnp.ndarray:
+  """Separable Gaussian blur of an HWC image with zero ('SAME') padding.
+
+  Shifted weighted sums instead of a convolution: the per-example traced sigma
+  vmaps into cheap fused elementwise work.
+  """
+  radius = kernel_size // 2
+  taps = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+  kernel = jnp.exp(-taps**2 / (2.0 * sigma**2))
+  kernel = kernel / jnp.sum(kernel)
+
+  def blur_axis(x, axis):
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (radius, radius)
+    padded = jnp.pad(x, pad)
+    length = x.shape[axis]
+    return sum(kernel[t] * jax.lax.slice_in_dim(padded, t, t + length, axis=axis)
+               for t in range(2 * radius + 1))
+
+  return blur_axis(blur_axis(image, 1), 0)
+
+
+def augment_image(key: jax.Array, image: jnp.ndarray, *,
+                  config: AugmentConfig) -> jnp.ndarray:
+  """One random view of one HWC image (uint8 or float [0,1]) -> float32 [0,1].
+
+  Order: crop, flip, colour jitter, grayscale, blur, solarize. Each op has its
+  own sub-key, so switching one op off leaves the others' randomness as is.
+  """
+  image = _to_float(image)
+  if image.ndim != 3 or image.shape[-1] != 3:
+    raise ValueError(f"augment_image expects an (H, W, 3) image, "
+                     f"got shape {image.shape}")
+  height, width = image.shape[:2]
+  size = config.image_size
+  k_crop, k_coins, k_jitter, k_blur = jax.random.split(key, 4)
+  # Coins for flip, jitter, grayscale, blur, solarize.
+  coins = jax.random.uniform(k_coins, (5,))
+
+  if config.crop:
+    box = sample_crop_box(k_crop, height, width, config=config)
+    image = _resize_box(image, box, size)
+  elif (height, width) != (size, size):
+    image = _resize_box(image, jnp.array([0, 0, height, width], jnp.float32),
+                        size)
+  if config.flip:
+    image = jnp.where(coins[0] < 0.5, pix.flip_left_right(image), image)
+  if config.color_jitter_strength > 0 and config.color_jitter_prob > 0:
+    order, params = _sample_color_jitter(
+        k_jitter, config.color_jitter_strength, config.brightness)
+    jittered = _color_jitter(image, order, params, config.brightness)
+    image = jnp.where(coins[1] < config.color_jitter_prob, jittered, image)
+  if config.grayscale_prob > 0:
+    gray = pix.rgb_to_grayscale(image, keep_dims=True)
+    image = jnp.where(coins[2] < config.grayscale_prob, gray, image)
+  if config.blur_prob > 0:
+    sigma = jax.random.uniform(k_blur, (), minval=_BLUR_SIGMA[0],
+                               maxval=_BLUR_SIGMA[1])
+    blurred = _gaussian_blur(image, sigma, blur_kernel_size(size))
+    image = jnp.where(coins[3] < config.blur_prob, blurred, image)
+  if config.solarize_prob > 0:
+    image = jnp.where(coins[4] < config.solarize_prob,
+                      pix.solarize(image, 0.5), image)
+  return jnp.clip(image, 0.0, 1.0)
+
+
+def simclr_augment(key: jax.Array, images: jnp.ndarray, *,
+                   config: AugmentConfig) -> jnp.ndarray:
+  """One augmented view of a (B, H, W, 3) batch; key i of split(key, B) -> image i."""
+  if images.ndim != 4:
+    raise ValueError(f"simclr_augment expects (B, H, W, 3) images, "
+                     f"got shape {images.shape}")
+  keys = jax.random.split(key, images.shape[0])
+  return jax.vmap(lambda k, x: augment_image(k, x, config=config))(keys, images)
+
+
+def preprocess_eval(images: jnp.ndarray, *, image_size: int,
+                    crop_fraction: float = 0.875) -> jnp.ndarray:
+  """Deterministic eval view: centre crop then bicubic resize, float32 [0,1].
+
+  The crop keeps `crop_fraction` of the shorter side (SimCLR's 87.5%) and is
+  skipped for images of at most 32 px, where it would throw away too much.
+  Works on (..., H, W, 3).
+  """
+  if not 0.0 < crop_fraction <= 1.0:
+    raise AugmentConfigError(
+        f"crop_fraction must be in (0, 1], got {crop_fraction}")
+  if isinstance(image_size, bool) or not isinstance(
+      image_size, numbers.Integral) or image_size < 1:
+    raise AugmentConfigError(
+        f"image_size must be a positive int, got {image_size!r}")
+  images = _to_float(images)
+  if images.ndim < 3:
+    raise ValueError(f"preprocess_eval expects (..., H, W, C) images, "
+                     f"got shape {images.shape}")
+  height, width = images.shape[-3:-1]
+  if max(height, width) > _EVAL_NO_CROP_MAX_SIDE:
+    # TF's aspect-preserving centre crop for a square output.
+    if width < height:
+      crop_h = crop_w = round(crop_fraction * width)
+    else:
+      crop_h = crop_w = round(crop_fraction * height)
+    top = (height - crop_h + 1) // 2
+    left = (width - crop_w + 1) // 2
+    images = images[..., top:top + crop_h, left:left + crop_w, :]
+  height, width = images.shape[-3:-1]
+  if (height, width) != (image_size, image_size):
+    ndim = images.ndim
+    shape = images.shape[:-3] + (image_size, image_size, images.shape[-1])
+    images = jax.image.scale_and_translate(
+        images, shape, (ndim - 3, ndim - 2),
+        jnp.array([image_size / height, image_size / width], jnp.float32),
+        jnp.zeros((2,), jnp.float32), method="cubic", antialias=False)
+  return jnp.clip(images, 0.0, 1.0)

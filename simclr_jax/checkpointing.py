@@ -1,0 +1,108 @@
+"""Orbax checkpoints of the train state, with a compatibility guard.
+
+A run directory holds `checkpoints/<step>/` (orbax, keep-N) and
+`run_config.json` (the config that created it). Before anything is written we
+compare the model signature of the new config with the stored one, so a
+mismatched config is refused with a clear message instead of crashing halfway
+through a restore or silently mixing runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from simclr_jax.errors import UserError
+
+RUN_CONFIG = "run_config.json"
+
+
+def check_workdir(workdir: str) -> None:
+  """Fails early if `workdir` cannot be created, read or written."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f"--workdir {workdir} exists and is not a directory; "
+                    "pass a directory path.")
+  probe = workdir
+  while not os.path.exists(probe):
+    parent = os.path.dirname(os.path.abspath(probe))
+    if parent == probe:
+      break
+    probe = parent
+  if not os.access(probe, os.R_OK | os.W_OK | os.X_OK):
+    raise UserError(f"--workdir {workdir} is not readable and writable by "
+                    f"this user ({probe} denies access); choose another "
+                    "directory or fix its permissions.")
+
+
+def check_compatible(workdir: str, signature: dict) -> None:
+  """Raises UserError if `workdir` was created with another model signature."""
+  path = os.path.join(workdir, RUN_CONFIG)
+  if not os.path.exists(path):
+    return
+  try:
+    with open(path) as f:
+      stored = json.load(f).get("model_signature", {})
+  except (OSError, ValueError) as e:
+    raise UserError(f"{path} is unreadable ({e}); restore it or use a new "
+                    "--workdir.") from None
+  diffs = [f"{k}: checkpoint {stored.get(k)!r} vs config {v!r}"
+           for k, v in signature.items() if stored.get(k) != v]
+  if diffs:
+    raise UserError(f"--workdir {workdir} holds a run with a different model "
+                    f"({'; '.join(diffs)}); use a new --workdir or the "
+                    "original config.")
+
+
+def write_run_config(workdir: str, config_json: str, signature: dict) -> None:
+  """Records the config (once per run directory; resumes keep the original)."""
+  path = os.path.join(workdir, RUN_CONFIG)
+  if jax.process_index() != 0 or os.path.exists(path):
+    return
+  os.makedirs(workdir, exist_ok=True)
+  payload = {"model_signature": signature, "config": json.loads(config_json)}
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(payload, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+
+
+class Checkpointer:
+  """Periodic and final saves with keep-N, and restore of the latest step."""
+
+  def __init__(self, workdir: str, *, keep: int, every_steps: int):
+    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    self.every_steps = every_steps
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def restore(self, abstract_state: Any, step: int | None = None) -> Any:
+    """Restores into the shapes, dtypes and shardings of `abstract_state`."""
+    step = self.latest_step() if step is None else step
+    try:
+      return self._manager.restore(
+          step, args=ocp.args.StandardRestore(abstract_state))
+    except (ValueError, KeyError, TypeError) as e:
+      first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+      raise UserError(f"the checkpoint at {self.directory}/{step} does not "
+                      f"fit this config ({first[:300]}); use a new --workdir "
+                      "or the config it was trained with.") from None
+
+  def maybe_save(self, step: int, state: Any, force: bool = False) -> bool:
+    if not force and step % self.every_steps:
+      return False
+    if self._manager.latest_step() == step:
+      return False
+    return self._manager.save(step, args=ocp.args.StandardSave(state),
+                              force=True)
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()

@@ -1,0 +1,130 @@
+"""Config checking and conversion into the typed pieces each module takes.
+
+`validate` catches bad values up front, before anything touches the workdir,
+and raises `UserError` with one sentence saying what is wrong and what to do.
+The converters hand modules only the config section they need.
+"""
+
+from __future__ import annotations
+
+import math
+
+import ml_collections
+
+from simclr_jax.errors import UserError
+
+_SOURCES = ("builtin", "tfds", "folder")
+_DEPTHS = (18, 34, 50, 101, 152, 200)
+
+
+def _check(cond: bool, msg: str) -> None:
+  if not cond:
+    raise UserError(msg)
+
+
+def _prob(value: float, key: str) -> None:
+  _check(0.0 <= value <= 1.0, f"config.{key}={value!r} is a probability: "
+         "set it between 0 and 1.")
+
+
+def _positive(value: float, key: str, allow_zero: bool = False) -> None:
+  ok = value >= 0 if allow_zero else value > 0
+  bound = ">= 0" if allow_zero else "> 0"
+  _check(ok and math.isfinite(value), f"config.{key}={value!r} must be "
+         f"{bound}.")
+
+
+def validate(config: ml_collections.ConfigDict, device_count: int,
+             process_count: int = 1) -> None:
+  """Raises UserError for the first invalid value in `config`."""
+  d = config.data
+  _check(d.source in _SOURCES, f"config.data.source={d.source!r} is not a "
+         f"known source; use one of {', '.join(_SOURCES)}.")
+  if d.source == "tfds":
+    _check(bool(d.name), "config.data.source='tfds' needs "
+           "config.data.name (e.g. --config.data.name=cifar10).")
+  if d.source == "folder":
+    _check(bool(d.data_dir), "config.data.source='folder' needs "
+           "--config.data.data_dir=/path/to/images.")
+  _check(d.image_size >= 8, f"config.data.image_size={d.image_size} is too "
+         "small; use at least 8 pixels.")
+  _positive(d.builtin_train_examples, "data.builtin_train_examples")
+  _positive(d.builtin_eval_examples, "data.builtin_eval_examples",
+            allow_zero=True)
+
+  a = config.augment
+  for key in ("color_jitter_prob", "grayscale_prob", "blur_prob",
+              "solarize_prob"):
+    _prob(a[key], f"augment.{key}")
+  _positive(a.color_jitter_strength, "augment.color_jitter_strength",
+            allow_zero=True)
+  lo, hi = a.crop_area
+  _check(0 < lo <= hi <= 1, f"config.augment.crop_area={tuple(a.crop_area)} "
+         "must satisfy 0 < min <= max <= 1.")
+  lo, hi = a.crop_aspect
+  _check(0 < lo <= hi, f"config.augment.crop_aspect={tuple(a.crop_aspect)} "
+         "must satisfy 0 < min <= max.")
+  _check(a.crop_sampler in ("reference", "torchvision"),
+         f"config.augment.crop_sampler={a.crop_sampler!r}; use 'reference' "
+         "or 'torchvision'.")
+  _check(a.brightness in ("multiplicative", "additive"),
+         f"config.augment.brightness={a.brightness!r}; use 'multiplicative' "
+         "or 'additive'.")
+
+  m = config.model
+  _check(m.depth in _DEPTHS, f"config.model.depth={m.depth} is not "
+         f"supported; use one of {', '.join(map(str, _DEPTHS))}.")
+  _positive(m.width_multiplier, "model.width_multiplier")
+  _check(int(64 * m.width_multiplier) >= 1, "config.model.width_multiplier "
+         f"={m.width_multiplier} leaves no channels; use at least 1/64.")
+  _positive(m.sk_ratio, "model.sk_ratio", allow_zero=True)
+  _positive(m.se_ratio, "model.se_ratio", allow_zero=True)
+  _check(m.proj_head_layers >= 1, "config.model.proj_head_layers must be >= 1 "
+         "(SimCLR v1 uses 2, v2 uses 3).")
+  _positive(m.proj_out_dim, "model.proj_out_dim")
+
+  _positive(config.loss.temperature, "loss.temperature")
+  o = config.optim
+  _positive(o.base_learning_rate, "optim.base_learning_rate")
+  _check(o.lr_scaling in ("linear", "sqrt"), f"config.optim.lr_scaling="
+         f"{o.lr_scaling!r}; use 'linear' or 'sqrt'.")
+  _positive(o.warmup_epochs, "optim.warmup_epochs", allow_zero=True)
+  _positive(o.weight_decay, "optim.weight_decay", allow_zero=True)
+  _check(0 <= o.momentum < 1, f"config.optim.momentum={o.momentum} must be in "
+         "[0, 1).")
+
+  _positive(config.batch_size, "batch_size")
+  _check(config.batch_size % device_count == 0,
+         f"config.batch_size={config.batch_size} is not divisible by the "
+         f"{device_count} devices; use a multiple of {device_count} "
+         f"(e.g. --config.batch_size="
+         f"{max(1, round(config.batch_size / device_count)) * device_count}).")
+  _check(config.batch_size % process_count == 0,
+         f"config.batch_size={config.batch_size} is not divisible by the "
+         f"{process_count} processes.")
+  _check(config.batch_size >= 2, "config.batch_size must be at least 2 "
+         "(NT-Xent needs negatives).")
+  _check(config.epochs > 0 or config.train_steps > 0,
+         "set config.epochs or config.train_steps to a positive number.")
+  _positive(config.train_steps, "train_steps", allow_zero=True)
+  _positive(config.log_every_steps, "log_every_steps")
+  _positive(config.checkpoint_every_steps, "checkpoint_every_steps")
+  _positive(config.keep_checkpoints, "keep_checkpoints")
+
+  e = config.eval
+  _positive(e.batch_size, "eval.batch_size")
+  _check(e.batch_size % device_count == 0,
+         f"config.eval.batch_size={e.batch_size} is not divisible by the "
+         f"{device_count} devices; use a multiple of {device_count}.")
+  _positive(e.knn_k, "eval.knn_k")
+  _positive(e.knn_temperature, "eval.knn_temperature")
+  _positive(e.linear_probe_steps, "eval.linear_probe_steps", allow_zero=True)
+
+
+def model_signature(config: ml_collections.ConfigDict) -> dict:
+  """What must match for a checkpoint to be restorable into this config."""
+  m = config.model
+  return dict(depth=m.depth, width_multiplier=m.width_multiplier,
+              sk_ratio=m.sk_ratio, se_ratio=m.se_ratio,
+              cifar_stem=m.cifar_stem, proj_head_layers=m.proj_head_layers,
+              proj_out_dim=m.proj_out_dim, image_size=config.data.image_size)

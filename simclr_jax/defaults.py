@@ -1,0 +1,93 @@
+"""The shared default configuration every file in `configs/` starts from.
+
+It holds every key the library understands, so a config file is a short diff
+and a misspelt `--config.key=value` override fails (the dict is locked by
+`simclr_jax.configlib.finalize`). Defaults follow the reference SimCLR v2
+ImageNet recipe except where a config file says otherwise.
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Returns the full, unlocked default config (reference ImageNet-style)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # Data: where images come from and the fixed size the host brings them to.
+  c.data = ml_collections.ConfigDict(dict(
+      source="tfds",            # "builtin" | "tfds" | "folder"
+      name="imagenet2012",      # tfds dataset name
+      data_dir="",              # tfds data_dir, or the image-folder root
+      train_split="train",
+      eval_split="validation",  # "" disables held-out evaluation
+      image_size=224,           # host output size; also the model input size
+      builtin_train_examples=10000,
+      builtin_eval_examples=2000,
+      builtin_seed=0,
+      shuffle_buffer=10000,
+      cache=False,              # keep decoded images in host memory
+  ))
+
+  # On-device augmentation (spec section 5); fields of augment.AugmentConfig.
+  c.augment = ml_collections.ConfigDict(dict(
+      crop=True,
+      crop_area=(0.08, 1.0),
+      crop_aspect=(3 / 4, 4 / 3),
+      crop_sampler="reference",  # "reference" | "torchvision"
+      flip=True,
+      color_jitter_strength=1.0,
+      color_jitter_prob=0.8,
+      brightness="multiplicative",  # "multiplicative" (v2) | "additive" (v1)
+      grayscale_prob=0.2,
+      blur_prob=0.5,
+      solarize_prob=0.0,
+  ))
+
+  c.model = ml_collections.ConfigDict(dict(
+      depth=50,
+      width_multiplier=1.0,
+      sk_ratio=0.0,
+      se_ratio=0.0,
+      cifar_stem=False,
+      proj_head_layers=3,       # v1: 2, v2: 3
+      proj_out_dim=128,
+      bn_momentum=0.9,
+      bn_epsilon=1e-5,
+      half_precision=False,     # bfloat16 compute, float32 params/state/loss
+  ))
+
+  c.loss = ml_collections.ConfigDict(dict(
+      temperature=0.1,
+      hidden_norm=True,
+  ))
+
+  c.optim = ml_collections.ConfigDict(dict(
+      base_learning_rate=0.3,
+      lr_scaling="linear",      # "linear": base*B/256 | "sqrt": base*sqrt(B)
+      warmup_epochs=10.0,
+      weight_decay=1e-6,
+      momentum=0.9,
+      trust_coefficient=0.001,
+  ))
+
+  c.batch_size = 4096           # global batch, split over all devices
+  c.epochs = 100
+  c.train_steps = 0             # > 0 overrides epochs
+
+  c.log_every_steps = 100
+  c.checkpoint_every_steps = 1000
+  c.keep_checkpoints = 3
+
+  # End-of-pretraining evaluation on the eval split.
+  c.eval = ml_collections.ConfigDict(dict(
+      enabled=True,
+      batch_size=1024,
+      knn_k=200,
+      knn_temperature=0.1,
+      linear_probe_steps=500,
+      linear_probe_weight_decay=1e-4,
+      compare_random_init=True,  # also evaluate a random encoder
+      max_train_examples=0,      # > 0: cap the bank / probe train set
+  ))
+  return c

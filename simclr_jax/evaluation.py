@@ -1,0 +1,152 @@
+"""Frozen-encoder evaluation: feature extraction, kNN and a linear probe.
+
+Used at the end of pretraining to compare the trained encoder with a randomly
+initialised one of the same architecture. Everything heavy runs on device:
+features are computed sharded over the mesh, kNN scores are taken in query
+chunks against the whole bank, and the probe is a full-batch softmax
+regression fitted with Adam inside one `lax.scan`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from simclr_jax import augment
+from simclr_jax import data as data_lib
+
+
+def _backbone_variables(variables: dict) -> dict:
+  return {"params": variables["params"]["backbone"],
+          "batch_stats": variables["batch_stats"]["backbone"]}
+
+
+def make_feature_fn(model: Any, mesh: Mesh, image_size: int) -> Callable:
+  """Returns jitted (variables, uint8 images) -> representations (frozen BN)."""
+  data = NamedSharding(mesh, P("data"))
+  replicated = NamedSharding(mesh, P())
+
+  def features(variables, images):
+    x = augment.preprocess_eval(images, image_size=image_size)
+    return model.backbone.apply(_backbone_variables(variables), x, train=False)
+
+  return jax.jit(features, in_shardings=(replicated, data), out_shardings=data)
+
+
+def extract_features(feature_fn: Callable, variables: dict,
+                     batches: Iterable[dict], sharding: NamedSharding,
+                     ) -> tuple[np.ndarray, np.ndarray]:
+  """Runs the encoder over `batches`; returns host (features, labels)."""
+  feats, labels = [], []
+  for batch in batches:
+    mask = batch.pop("mask")
+    global_batch = data_lib.to_global(batch, sharding)
+    f = feature_fn(variables, global_batch["image"])
+    f = np.asarray(multihost_utils.process_allgather(f, tiled=True))
+    lab = np.asarray(multihost_utils.process_allgather(
+        global_batch["label"], tiled=True))
+    m = np.asarray(multihost_utils.process_allgather(
+        jax.make_array_from_process_local_data(sharding, mask), tiled=True))
+    feats.append(f[m])
+    labels.append(lab[m])
+  return np.concatenate(feats), np.concatenate(labels)
+
+
+def recalibrate_batch_stats(model: Any, variables: dict,
+                            batches: Iterable[dict], mesh: Mesh,
+                            image_size: int) -> dict:
+  """Re-estimates BN running statistics on data (for the random encoder).
+
+  A freshly initialised network has running mean 0 / variance 1, which says
+  nothing about real activations; estimating them on training images gives
+  the random baseline a fair inference-mode encoder.
+  """
+  data = NamedSharding(mesh, P("data"))
+  replicated = NamedSharding(mesh, P())
+
+  @jax.jit
+  def update(variables, images):
+    x = augment.preprocess_eval(images, image_size=image_size)
+    _, mutated = model.backbone.apply(
+        _backbone_variables(variables), x, train=True,
+        mutable=["batch_stats"])
+    bs = dict(variables["batch_stats"], backbone=mutated["batch_stats"])
+    return dict(variables, batch_stats=bs)
+
+  for batch in batches:
+    batch.pop("mask", None)
+    images = data_lib.to_global(batch, data)["image"]
+    variables = update(jax.device_put(variables, replicated), images)
+  return variables
+
+
+def _normalize(x: jnp.ndarray) -> jnp.ndarray:
+  return x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + 1e-12)
+
+
+def knn_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                 test_y: np.ndarray, *, num_classes: int, k: int = 200,
+                 temperature: float = 0.1, chunk: int = 1024) -> float:
+  """Cosine kNN with votes weighted by exp(similarity / temperature)."""
+  k = min(k, len(train_x))
+  bank = _normalize(jnp.asarray(train_x, jnp.float32))
+  bank_y = jnp.asarray(train_y, jnp.int32)
+
+  @jax.jit
+  def predict(q):
+    sims = _normalize(q) @ bank.T
+    top, idx = jax.lax.top_k(sims, k)
+    votes = jax.nn.one_hot(bank_y[idx], num_classes) * jnp.exp(
+        top / temperature)[..., None]
+    return jnp.argmax(votes.sum(axis=1), axis=-1)
+
+  correct = 0
+  for start in range(0, len(test_x), chunk):
+    q = test_x[start:start + chunk]
+    pad = chunk - len(q)
+    q = np.pad(q, ((0, pad), (0, 0))) if pad else q
+    pred = np.asarray(predict(jnp.asarray(q, jnp.float32)))[:chunk - pad]
+    correct += int((pred == test_y[start:start + chunk]).sum())
+  return correct / len(test_x)
+
+
+def linear_probe_accuracy(train_x: np.ndarray, train_y: np.ndarray,
+                          test_x: np.ndarray, test_y: np.ndarray, *,
+                          num_classes: int, steps: int = 500,
+                          weight_decay: float = 1e-4,
+                          learning_rate: float = 1e-2) -> float:
+  """Multinomial logistic regression on standardised frozen features."""
+  mean = train_x.mean(0, keepdims=True)
+  std = train_x.std(0, keepdims=True) + 1e-6
+  x = jnp.asarray((train_x - mean) / std, jnp.float32)
+  xt = jnp.asarray((test_x - mean) / std, jnp.float32)
+  y = jnp.asarray(train_y, jnp.int32)
+  params = {"w": jnp.zeros((x.shape[1], num_classes)),
+            "b": jnp.zeros((num_classes,))}
+  tx = optax.adamw(learning_rate, weight_decay=weight_decay,
+                   mask={"w": True, "b": False})
+
+  def loss_fn(p):
+    logits = x @ p["w"] + p["b"]
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  @jax.jit
+  def fit(params):
+    def body(carry, _):
+      p, s = carry
+      g = jax.grad(loss_fn)(p)
+      u, s = tx.update(g, s, p)
+      return (optax.apply_updates(p, u), s), None
+    (params, _), _ = jax.lax.scan(body, (params, tx.init(params)), None,
+                                  length=steps)
+    return params
+
+  params = fit(params)
+  pred = np.asarray(jnp.argmax(xt @ params["w"] + params["b"], -1))
+  return float((pred == test_y).mean())

@@ -1,0 +1,245 @@
+"""SimCLR pretraining: set-up, the training loop, checkpoints, final eval.
+
+`train_and_evaluate(config, workdir)` is the whole job. Everything that can
+be wrong with the user's input is checked before the workdir is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from simclr_jax import augment
+from simclr_jax import checkpointing
+from simclr_jax import configlib
+from simclr_jax import data as data_lib
+from simclr_jax import optim
+from simclr_jax import train_state as ts
+from simclr_jax import train_step as step_lib
+from simclr_jax import evaluation
+from simclr_jax.errors import UserError
+from simclr_jax.reporting import Reporter, format_duration
+
+
+def make_mesh() -> jax.sharding.Mesh:
+  """A 1-D mesh named 'data' over every device of every process."""
+  return jax.make_mesh((jax.device_count(),), (step_lib.DATA_AXIS,))
+
+
+def data_config(config: ml_collections.ConfigDict) -> data_lib.DataConfig:
+  return data_lib.DataConfig(**config.data.to_dict())
+
+
+def augment_config(config: ml_collections.ConfigDict) -> augment.AugmentConfig:
+  fields = config.augment.to_dict()
+  fields["crop_area"] = tuple(fields["crop_area"])
+  fields["crop_aspect"] = tuple(fields["crop_aspect"])
+  return augment.AugmentConfig(image_size=config.data.image_size, **fields)
+
+
+class _Setup:
+  """Everything the loop needs, built from the config without side effects."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    configlib.validate(config, jax.device_count(), jax.process_count())
+    self.mesh = make_mesh()
+    self.data_cfg = data_config(config)
+    self.augment_cfg = augment_config(config)
+    self.info = data_lib.dataset_info(self.data_cfg)
+    if self.info.num_train < config.batch_size:
+      raise UserError(
+          f"the training split has {self.info.num_train} examples, fewer than "
+          f"config.batch_size={config.batch_size}; lower the batch size.")
+    self.total_steps = optim.total_steps(
+        batch_size=config.batch_size, num_examples=self.info.num_train,
+        epochs=config.epochs, train_steps=config.train_steps)
+    self.schedule = ts.create_schedule(
+        config.optim, batch_size=config.batch_size,
+        num_examples=self.info.num_train, epochs=config.epochs,
+        train_steps=config.train_steps)
+    self.model = ts.create_model(config.model, self.info.num_classes)
+    self.make_tx = lambda params: ts.create_optimizer(
+        config.optim, self.schedule, params)
+    self.init_fn = ts.make_init_fn(self.model, config.data.image_size,
+                                   self.make_tx)
+    self.replicated = NamedSharding(self.mesh, P())
+    self.data_sharding = NamedSharding(self.mesh, P(step_lib.DATA_AXIS))
+    # Shapes first (no compute, no memory): checks the model builds and gives
+    # the restore target.
+    abstract = jax.eval_shape(self.init_fn, jax.random.PRNGKey(0))
+    self.abstract_state = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                       sharding=self.replicated), abstract)
+
+  def init_state(self, seed: int) -> ts.TrainState:
+    init = jax.jit(self.init_fn, out_shardings=self.replicated)
+    return init(jax.random.PRNGKey(seed))
+
+
+def _mean_metrics(history: list[dict]) -> dict[str, float]:
+  host = jax.device_get(history)
+  return {k: float(np.mean([h[k] for h in host])) for k in host[0]}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> dict[str, Any]:
+  """Pretrains (resuming from `workdir` if it holds a checkpoint), evaluates,
+  and returns the results written to `workdir/results.json`."""
+  start_time = time.time()
+  checkpointing.check_workdir(workdir)
+  signature = configlib.model_signature(config)
+  checkpointing.check_compatible(workdir, signature)
+  setup = _Setup(config)
+
+  # From here on the workdir is written.
+  ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints,
+                                    every_steps=config.checkpoint_every_steps)
+  checkpointing.write_run_config(workdir, config.to_json_best_effort(),
+                                 signature)
+  latest = ckpt.latest_step()
+  if latest is not None:
+    state = ckpt.restore(setup.abstract_state)
+  else:
+    state = setup.init_state(config.seed)
+  start_step = int(state.step)
+  reporter = Reporter(workdir, total_steps=setup.total_steps,
+                      batch_size=config.batch_size, start_step=start_step)
+  if latest is not None:
+    reporter.print(f"Resumed from {ckpt.directory} at step {latest}.")
+  n_params = ts.count_params(state.params["backbone"])
+  reporter.print(
+      f"SimCLR: ResNet-{config.model.depth} x{config.model.width_multiplier} "
+      f"({n_params:,} backbone params) on {jax.device_count()} "
+      f"{jax.devices()[0].platform} device(s), {jax.process_count()} "
+      f"process(es); {setup.info.num_train:,} training images, batch "
+      f"{config.batch_size}, {setup.total_steps:,} steps.")
+
+  train_step = step_lib.make_train_step(
+      model=setup.model, tx=setup.make_tx(state.params),
+      augment_cfg=setup.augment_cfg, temperature=config.loss.temperature,
+      hidden_norm=config.loss.hidden_norm, mesh=setup.mesh,
+      schedule=setup.schedule, num_classes=setup.info.num_classes)
+  batches = data_lib.prefetch_to_device(
+      data_lib.train_batches(
+          setup.data_cfg, global_batch_size=config.batch_size,
+          seed=config.seed, process_index=jax.process_index(),
+          process_count=jax.process_count(), start_step=start_step),
+      setup.data_sharding)
+
+  history: list[dict] = []
+  step = start_step
+  try:
+    for step in range(start_step + 1, setup.total_steps + 1):
+      state, metrics = train_step(state, next(batches))
+      history.append(metrics)
+      if step % config.log_every_steps == 0 or step == setup.total_steps:
+        summary = _mean_metrics(history)
+        history.clear()
+        if not math.isfinite(summary["contrastive_loss"]):
+          raise UserError(
+              f"the loss became {summary['contrastive_loss']} by step {step}; "
+              "lower config.optim.base_learning_rate or turn off "
+              "config.model.half_precision, then resume from the last "
+              f"checkpoint in {ckpt.directory}.")
+        reporter.report(step, summary)
+      ckpt.maybe_save(step, state)
+    ckpt.maybe_save(step, state, force=True)
+  finally:
+    ckpt.close()
+  train_time = time.time() - start_time
+  reporter.print(f"Pretraining done in {format_duration(train_time)}.")
+
+  results: dict[str, Any] = {
+      "step": int(state.step), "train_time_s": round(train_time, 1),
+      "dataset": {"source": config.data.source, "name": config.data.name,
+                  "num_train": setup.info.num_train,
+                  "num_eval": setup.info.num_eval}}
+  if config.eval.enabled and setup.info.num_eval and setup.info.num_classes:
+    results["eval"] = _evaluate(config, setup, state, reporter)
+  reporter.close()
+  results["total_time_s"] = round(time.time() - start_time, 1)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(results, f, indent=2)
+  return results
+
+
+def _evaluate(config: ml_collections.ConfigDict, setup: _Setup,
+              state: ts.TrainState, reporter: Reporter) -> dict[str, Any]:
+  """kNN and linear probe for the trained and a random encoder."""
+  e = config.eval
+  feature_fn = evaluation.make_feature_fn(setup.model, setup.mesh,
+                                          config.data.image_size)
+
+  def eval_batches(split):
+    return data_lib.eval_batches(
+        setup.data_cfg, split, global_batch_size=e.batch_size,
+        process_index=jax.process_index(), process_count=jax.process_count())
+
+  def features(variables, split):
+    x, y = evaluation.extract_features(feature_fn, variables,
+                                       eval_batches(split),
+                                       setup.data_sharding)
+    if split == setup.data_cfg.train_split and e.max_train_examples:
+      x, y = x[:e.max_train_examples], y[:e.max_train_examples]
+    return x, y
+
+  def scores(variables) -> dict[str, float]:
+    tr_x, tr_y = features(variables, setup.data_cfg.train_split)
+    te_x, te_y = features(variables, setup.data_cfg.eval_split)
+    nc = setup.info.num_classes
+    out = {"knn_accuracy": evaluation.knn_accuracy(
+        tr_x, tr_y, te_x, te_y, num_classes=nc, k=e.knn_k,
+        temperature=e.knn_temperature)}
+    if e.linear_probe_steps:
+      out["linear_accuracy"] = evaluation.linear_probe_accuracy(
+          tr_x, tr_y, te_x, te_y, num_classes=nc,
+          steps=e.linear_probe_steps, weight_decay=e.linear_probe_weight_decay)
+    return out
+
+  reporter.print(f"Evaluating on '{setup.data_cfg.eval_split}' "
+                 f"({setup.info.num_eval:,} images): kNN (k={e.knn_k}) and "
+                 "linear probe on frozen features...")
+  trained = {"params": state.params, "batch_stats": state.batch_stats}
+  results = {"trained": scores(trained)}
+  if e.compare_random_init:
+    random_state = setup.init_state(config.seed + 1)
+    variables = evaluation.recalibrate_batch_stats(
+        setup.model,
+        {"params": random_state.params,
+         "batch_stats": random_state.batch_stats},
+        _take(eval_batches(setup.data_cfg.train_split), 20), setup.mesh,
+        config.data.image_size)
+    results["random_init"] = scores(variables)
+  reporter.print(_results_table(results))
+  step = int(state.step)
+  for name, res in results.items():
+    reporter.write_scalars(step, {f"eval/{name}/{k}": v
+                                  for k, v in res.items()})
+  return results
+
+
+def _take(iterator, n: int):
+  for i, item in enumerate(iterator):
+    if i >= n:
+      return
+    yield item
+
+
+def _results_table(results: dict[str, dict[str, float]]) -> str:
+  metrics = sorted({k for r in results.values() for k in r})
+  header = f"{'encoder':<12}" + "".join(f"{m:>18}" for m in metrics)
+  rows = [header]
+  for name, res in results.items():
+    rows.append(f"{name:<12}" + "".join(
+        f"{100 * res[m]:>17.2f}%" if m in res else f"{'-':>18}"
+        for m in metrics))
+  return "\n".join(rows)

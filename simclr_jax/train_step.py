@@ -1,0 +1,111 @@
+"""The jitted SimCLR pretraining step over a device mesh.
+
+One call: two augmented views per image (on device, one key per example and
+view), a forward pass over both views together (BatchNorm statistics over the
+whole global batch, since the model runs under jit on globally sharded data),
+NT-Xent with all-gathered negatives inside `shard_map`, the online linear
+probe on the stop-gradient representation, and a LARS update. The state is
+donated so params and optimiser state are updated in place.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from simclr_jax import augment
+from simclr_jax import losses
+from simclr_jax.train_state import TrainState
+
+DATA_AXIS = "data"
+
+
+def example_keys(step_key: jnp.ndarray, num_examples: int) -> jnp.ndarray:
+  """One key per (example, view), derived from the example's global index.
+
+  Keys depend only on the global position in the batch, never on how the
+  batch is split over devices or processes, so results do not change with
+  the device count.
+  """
+  def per_example(i):
+    return jax.random.split(jax.random.fold_in(step_key, i))
+  return jax.vmap(per_example)(jnp.arange(num_examples))
+
+
+def two_views(step_key: jnp.ndarray, images: jnp.ndarray,
+              augment_cfg: augment.AugmentConfig) -> jnp.ndarray:
+  """(N,H,W,3) uint8 -> (2N,S,S,3) float32, rows [x0v1, x0v2, x1v1, ...].
+
+  Interleaving the views keeps each example's two views on the same device,
+  so the reshape never moves data between devices.
+  """
+  n = images.shape[0]
+  keys = example_keys(step_key, n)
+  aug = jax.vmap(jax.vmap(lambda k, im: augment.augment_image(
+      k, im, config=augment_cfg), in_axes=(0, None)))
+  views = aug(keys, images)                       # (N, 2, S, S, 3)
+  return views.reshape((2 * n,) + views.shape[2:])
+
+
+def make_train_step(*, model: Any, tx: optax.GradientTransformation,
+                    augment_cfg: augment.AugmentConfig, temperature: float,
+                    hidden_norm: bool, mesh: Mesh,
+                    schedule: optax.Schedule, num_classes: int,
+                    ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+  """Returns the jitted, state-donating step (state, batch) -> (state, metrics)."""
+  data = NamedSharding(mesh, P(DATA_AXIS))
+  replicated = NamedSharding(mesh, P())
+
+  def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    images, labels = batch["image"], batch["label"]
+    n = images.shape[0]
+    step_key = jax.random.fold_in(state.rng, state.step)
+    x = jax.lax.with_sharding_constraint(
+        two_views(step_key, images, augment_cfg), data)
+
+    def loss_fn(params):
+      out, mutated = model.apply(
+          {"params": params, "batch_stats": state.batch_stats}, x,
+          train=True, mutable=["batch_stats"])
+      z = out["projection"].reshape(n, 2, -1)
+      z1 = jax.lax.with_sharding_constraint(z[:, 0], data)
+      z2 = jax.lax.with_sharding_constraint(z[:, 1], data)
+      loss, metrics = losses.sharded_nt_xent(
+          z1, z2, mesh=mesh, temperature=temperature, hidden_norm=hidden_norm,
+          axis=DATA_AXIS)
+      metrics = dict(metrics, contrastive_loss=loss)
+      total = loss
+      if num_classes:
+        sup_loss, probe_acc = _probe_loss(out["logits"], jnp.repeat(labels, 2))
+        total = total + sup_loss
+        metrics.update(probe_loss=sup_loss, probe_acc=probe_acc)
+      return total, (metrics, mutated["batch_stats"])
+
+    grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(
+        state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics["learning_rate"] = schedule(state.step)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    new_state = state.replace(step=state.step + 1, params=params,
+                              batch_stats=batch_stats, opt_state=opt_state)
+    return new_state, metrics
+
+  return jax.jit(step, in_shardings=(replicated, data),
+                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
+def _probe_loss(logits: jnp.ndarray,
+                labels: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Cross-entropy and accuracy of the online probe; label -1 = unlabelled."""
+  valid = (labels >= 0).astype(jnp.float32)
+  safe = jnp.maximum(labels, 0)
+  ce = optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), safe)
+  count = jnp.maximum(valid.sum(), 1.0)
+  acc = ((jnp.argmax(logits, -1) == safe) * valid).sum() / count
+  return (ce * valid).sum() / count, acc
