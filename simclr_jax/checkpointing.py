@@ -23,19 +23,20 @@ RUN_CONFIG = "run_config.json"
 
 def check_workdir(workdir: str) -> None:
   """Fails early if `workdir` cannot be created, read or written."""
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise UserError(f"--workdir {workdir} exists and is not a directory; "
-                    "pass a directory path.")
-  probe = workdir
-  while not os.path.exists(probe):
-    parent = os.path.dirname(os.path.abspath(probe))
-    if parent == probe:
-      break
-    probe = parent
-  if not os.access(probe, os.R_OK | os.W_OK | os.X_OK):
-    raise UserError(f"--workdir {workdir} is not readable and writable by "
-                    f"this user ({probe} denies access); choose another "
-                    "directory or fix its permissions.")
+  path = os.path.abspath(workdir)
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  if not os.path.isdir(path):
+    raise UserError(f"--workdir {workdir}: {path} is a file, not a "
+                    "directory; choose another --workdir.")
+  if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+    raise UserError(f"--workdir {workdir}: {path} is not readable and "
+                    "writable by this user; choose another --workdir or fix "
+                    "its permissions.")
+  ckpts = os.path.join(workdir, "checkpoints")
+  if os.path.exists(ckpts) and not os.access(ckpts, os.R_OK | os.X_OK):
+    raise UserError(f"--workdir {workdir}: cannot read {ckpts}; fix its "
+                    "permissions or choose another --workdir.")
 
 
 def check_compatible(workdir: str, signature: dict) -> None:

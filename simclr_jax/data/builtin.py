@@ -32,6 +32,7 @@ CLASS_NAMES: tuple[str, ...] = (
 NUM_CLASSES = len(CLASS_NAMES)
 
 _NUM_CLUTTER = 6          # clutter items per image (each present with p=0.7)
+_NUM_FRONT = 1            # ... of which the last ones occlude the object
 _CHUNK_PIXELS = 1 << 18   # pixels rendered at once; bounds peak memory
 
 
@@ -85,8 +86,8 @@ def _sample_params(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
   return dict(
       label=labels,
       # Object placement (image coordinates in [-1, 1]).
-      cx=u(-0.45, 0.45, n), cy=u(-0.45, 0.45, n),
-      scale=u(0.3, 0.6, n), aspect=np.exp(u(-0.2, 0.2, n)),
+      cx=u(-0.35, 0.35, n), cy=u(-0.35, 0.35, n),
+      scale=u(0.4, 0.7, n), aspect=np.exp(u(-0.2, 0.2, n)),
       angle=u(0, 2 * np.pi, n),
       # Colours, each with its own linear gradient.
       bg=bg, bg2=np.clip(bg + u(-0.3, 0.3, (n, 3)), 0, 1),
@@ -96,7 +97,6 @@ def _sample_params(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
       period=u(0.22, 0.45, n), phase=u(0, 1, (n, 2)),
       # Clutter: blobs or line segments, some in front of the object.
       cl_on=u(0, 1, (n, k)) < 0.7, cl_line=u(0, 1, (n, k)) < 0.5,
-      cl_front=u(0, 1, (n, k)) < 0.25,
       cl_xy=u(-1, 1, (n, k, 2)), cl_radius=u(0.03, 0.09, (n, k)),
       cl_len=u(0.15, 0.6, (n, k)), cl_angle=u(0, np.pi, (n, k)),
       cl_color=u(0, 1, (n, k, 3)), cl_alpha=u(0.5, 1, (n, k)),
@@ -123,10 +123,9 @@ def _render(p: dict[str, np.ndarray], size: int,
   img = _lerp(p["bg"], p["bg2"], t)
   fg = _lerp(p["fg"], p["fg2"], 1.0 - t)
 
-  clutter = [_clutter_alpha(p, j, x, y, pix) for j in range(_NUM_CLUTTER)]
-  for j, alpha in enumerate(clutter):
-    a = alpha * col(~p["cl_front"][:, j])
-    img = _over(img, p["cl_color"][:, j], a)
+  behind = _NUM_CLUTTER - _NUM_FRONT
+  for j in range(behind):
+    _over(img, p["cl_color"][:, j], _clutter_alpha(p, j, x, y, pix))
 
   alpha = np.zeros((n, size, size), np.float32)
   for c in range(NUM_CLASSES):
@@ -134,15 +133,17 @@ def _render(p: dict[str, np.ndarray], size: int,
     if idx.size:
       sub = {k: v[idx] for k, v in p.items()}
       alpha[idx] = _class_alpha(c, sub, x, y, pix)
-  img = img * (1 - alpha[..., None]) + fg * alpha[..., None]
-
-  for j, alpha in enumerate(clutter):
-    a = alpha * col(p["cl_front"][:, j])
-    img = _over(img, p["cl_color"][:, j], a)
+  fg -= img
+  fg *= alpha[..., None]
+  img += fg
+  for j in range(behind, _NUM_CLUTTER):
+    _over(img, p["cl_color"][:, j], _clutter_alpha(p, j, x, y, pix))
 
   noise = rng.standard_normal(img.shape, dtype=np.float32)
-  img = img + noise * np.asarray(p["noise"], np.float32)[:, None, None, None]
-  return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+  noise *= np.asarray(p["noise"], np.float32)[:, None, None, None]
+  img += noise
+  img *= 255
+  return np.clip(np.rint(img, out=img), 0, 255, out=img).astype(np.uint8)
 
 
 def _lerp(a, b, t):
@@ -152,8 +153,10 @@ def _lerp(a, b, t):
 
 
 def _over(img, color, alpha):
-  alpha = alpha[..., None]
-  return img * (1 - alpha) + np.asarray(color, np.float32)[:, None, None] * alpha
+  """Alpha-blends a flat colour (n, 3) over img (n, S, S, 3), in place."""
+  delta = np.asarray(color, np.float32)[:, None, None] - img
+  delta *= alpha[..., None]
+  img += delta
 
 
 def _coverage(dist, pix):

@@ -1,0 +1,69 @@
+"""Config validation: every bad value gives a UserError that says what to do."""
+
+import pytest
+
+from simclr_jax import configlib
+from simclr_jax import defaults
+from simclr_jax.errors import UserError
+
+
+def _config(**overrides):
+  c = defaults.base_config()
+  for dotted, value in overrides.items():
+    node = c
+    *parents, leaf = dotted.split("__")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def test_default_config_is_valid():
+  configlib.validate(_config(), device_count=8)
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (dict(batch_size=100), "not divisible by the 8 devices"),
+    (dict(batch_size=1), "at least 2"),
+    (dict(data__source="web"), "use one of builtin, tfds, folder"),
+    (dict(data__source="folder", data__data_dir=""), "data_dir"),
+    (dict(data__source="tfds", data__name=""), "config.data.name"),
+    (dict(model__depth=42), "use one of 18, 34, 50"),
+    (dict(model__width_multiplier=0.0), "width_multiplier"),
+    (dict(augment__blur_prob=1.5), "between 0 and 1"),
+    (dict(augment__crop_sampler="nope"), "'reference' or 'torchvision'"),
+    (dict(augment__crop_area=(0.5, 0.2)), "0 < min <= max <= 1"),
+    (dict(optim__lr_scaling="cubic"), "'linear' or 'sqrt'"),
+    (dict(loss__temperature=0.0), "loss.temperature"),
+    (dict(optim__momentum=1.0), "momentum"),
+    (dict(epochs=0, train_steps=0), "epochs or config.train_steps"),
+    (dict(eval__batch_size=12), "eval.batch_size=12 is not divisible"),
+])
+def test_bad_values_raise_user_error(overrides, fragment):
+  with pytest.raises(UserError, match=None) as info:
+    configlib.validate(_config(**overrides), device_count=8)
+  assert fragment in str(info.value)
+
+
+def test_divisibility_suggests_a_valid_batch():
+  with pytest.raises(UserError) as info:
+    configlib.validate(_config(batch_size=100), device_count=8)
+  assert "--config.batch_size=104" in str(info.value)
+
+
+def test_model_signature_covers_architecture():
+  a = configlib.model_signature(_config())
+  b = configlib.model_signature(_config(model__width_multiplier=2.0))
+  assert a != b and set(a) == set(b)
+  assert a == configlib.model_signature(_config(optim__weight_decay=0.1))
+
+
+def test_shipped_configs_validate():
+  import pathlib
+  import runpy
+  root = pathlib.Path(__file__).resolve().parents[1] / "configs"
+  names = sorted(p.name for p in root.glob("*.py") if p.name != "__init__.py")
+  assert {"default.py", "cifar10.py", "imagenet.py", "tpu_v3.py"} <= set(names)
+  for name in names:
+    config = runpy.run_path(str(root / name))["get_config"]()
+    configlib.validate(config, device_count=8)

@@ -1,0 +1,194 @@
+"""End-to-end pretraining runs (builtin, tfds mock, image folder) and resume."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from simclr_jax import defaults
+from simclr_jax import train
+from simclr_jax import train_state as ts
+from simclr_jax import checkpointing
+from simclr_jax.errors import UserError
+
+
+def tiny_config(**data):
+  """A config that trains in seconds on CPU: 16 px, ResNet-18 x1/8."""
+  c = defaults.base_config()
+  c.data.source = "builtin"
+  c.data.name = ""
+  c.data.image_size = 16
+  c.data.eval_split = "test"
+  c.data.builtin_train_examples = 128
+  c.data.builtin_eval_examples = 64
+  c.data.shuffle_buffer = 128
+  c.data.cache = True
+  for k, v in data.items():
+    c.data[k] = v
+  c.augment.blur_prob = 0.0
+  c.model.depth = 18
+  c.model.width_multiplier = 0.125
+  c.model.cifar_stem = True
+  c.model.proj_head_layers = 2
+  c.model.proj_out_dim = 16
+  c.loss.temperature = 0.5
+  c.optim.warmup_epochs = 0.0
+  c.batch_size = 32
+  c.train_steps = 4
+  c.log_every_steps = 2
+  c.checkpoint_every_steps = 2
+  c.keep_checkpoints = 2
+  c.eval.batch_size = 32
+  c.eval.knn_k = 10
+  c.eval.linear_probe_steps = 20
+  return c
+
+
+def _final_state(workdir, config):
+  setup = train._Setup(config)
+  ckpt = checkpointing.Checkpointer(workdir, keep=10, every_steps=1)
+  try:
+    return jax.device_get(ckpt.restore(setup.abstract_state))
+  finally:
+    ckpt.close()
+
+
+def test_builtin_run_writes_results_checkpoints_and_events(tmp_path, capsys):
+  workdir = str(tmp_path / "run")
+  results = train.train_and_evaluate(tiny_config(), workdir)
+  out = capsys.readouterr().out
+  assert "step 4/4" in out and "ETA" in out and "random_init" in out
+  assert results["step"] == 4
+  for name in ("trained", "random_init"):
+    for metric in ("knn_accuracy", "linear_accuracy"):
+      assert 0.0 <= results["eval"][name][metric] <= 1.0
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert json.load(f)["eval"] == results["eval"]
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
+  assert any(n.startswith("events.out.tfevents") for n in os.listdir(workdir))
+  assert os.path.exists(os.path.join(workdir, checkpointing.RUN_CONFIG))
+
+
+def test_resume_continues_and_matches_uninterrupted_run(tmp_path, capsys):
+  straight = str(tmp_path / "straight")
+  c = tiny_config()
+  c.eval.enabled = False
+  c.train_steps = 6
+  train.train_and_evaluate(c, straight)
+
+  split = str(tmp_path / "split")
+  first = tiny_config()
+  first.eval.enabled = False
+  first.train_steps = 6
+  # Stop after 4 of 6 steps by running a 6-step schedule with a 4-step cap.
+  first.checkpoint_every_steps = 4
+  _run_until(first, split, stop_at=4)
+  capsys.readouterr()
+  results = train.train_and_evaluate(c, split)
+  assert "Resumed" in capsys.readouterr().out
+  assert results["step"] == 6
+  a, b = _final_state(straight, c), _final_state(split, c)
+  assert int(a.step) == int(b.step) == 6
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5,
+                                                       atol=1e-6),
+               (a.params, a.batch_stats, a.opt_state, a.rng),
+               (b.params, b.batch_stats, b.opt_state, b.rng))
+
+
+def _run_until(config, workdir, stop_at):
+  """Runs the real loop but interrupts it after `stop_at` steps."""
+  original = train.step_lib.make_train_step
+
+  def limited(**kwargs):
+    step = original(**kwargs)
+    calls = {"n": 0}
+
+    def wrapped(state, batch):
+      if calls["n"] == stop_at:
+        raise KeyboardInterrupt
+      calls["n"] += 1
+      return step(state, batch)
+    return wrapped
+
+  train.step_lib.make_train_step = limited
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      train.train_and_evaluate(config, workdir)
+  finally:
+    train.step_lib.make_train_step = original
+  steps = sorted(int(s) for s in os.listdir(os.path.join(workdir,
+                                                         "checkpoints")))
+  assert steps[-1] == stop_at
+
+
+def test_tfds_mock_run(tmp_path):
+  c = tiny_config(source="tfds", name="cifar10", image_size=32)
+  c.train_steps = 2
+  c.eval.compare_random_init = False
+  with tfds.testing.mock_data(num_examples=64):
+    results = train.train_and_evaluate(c, str(tmp_path / "run"))
+  assert results["step"] == 2
+  assert results["dataset"]["name"] == "cifar10"
+  assert "knn_accuracy" in results["eval"]["trained"]
+
+
+def _write_folder(root, classes=("cats", "dogs"), per_class=24):
+  rng = np.random.default_rng(0)
+  for split in ("train", "test"):
+    for ci, name in enumerate(classes):
+      d = root / split / name
+      d.mkdir(parents=True)
+      for i in range(per_class if split == "train" else 8):
+        size = int(rng.integers(12, 40))
+        img = rng.integers(0, 120, (size, size + 3, 3), np.uint8) + 120 * ci
+        ext = "png" if i % 2 else "jpg"
+        Image.fromarray(img.astype(np.uint8)).save(d / f"{i}.{ext}")
+
+
+def test_image_folder_run(tmp_path):
+  root = tmp_path / "images"
+  _write_folder(root)
+  c = tiny_config(source="folder", data_dir=str(root))
+  c.eval.knn_k = 5
+  c.eval.batch_size = 16
+  c.train_steps = 2
+  results = train.train_and_evaluate(c, str(tmp_path / "run"))
+  assert results["dataset"]["num_train"] == 48
+  assert results["dataset"]["num_eval"] == 16
+  assert set(results["eval"]) == {"trained", "random_init"}
+
+
+def test_incompatible_checkpoint_is_refused_untouched(tmp_path):
+  workdir = tmp_path / "run"
+  c = tiny_config()
+  c.train_steps = 2
+  c.eval.enabled = False
+  train.train_and_evaluate(c, str(workdir))
+  before = {p: os.path.getmtime(p) for p in workdir.rglob("*")}
+  other = tiny_config()
+  other.model.width_multiplier = 0.25
+  with pytest.raises(UserError, match="different model"):
+    train.train_and_evaluate(other, str(workdir))
+  assert {p: os.path.getmtime(p) for p in workdir.rglob("*")} == before
+
+
+def test_batch_larger_than_dataset_is_a_user_error(tmp_path):
+  c = tiny_config()
+  c.batch_size = 256
+  with pytest.raises(UserError, match="fewer than config.batch_size"):
+    train.train_and_evaluate(c, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
+def test_param_count_reported(tmp_path, capsys):
+  c = tiny_config()
+  c.train_steps = 1
+  c.eval.enabled = False
+  train.train_and_evaluate(c, str(tmp_path / "run"))
+  setup = train._Setup(c)
+  n = ts.count_params(setup.abstract_state.params["backbone"])
+  assert f"({n:,} backbone params)" in capsys.readouterr().out

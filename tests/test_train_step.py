@@ -1,0 +1,121 @@
+"""The train step on 8 simulated devices equals the 1-device computation."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from simclr_jax import augment
+from simclr_jax import defaults
+from simclr_jax import train_state as ts
+from simclr_jax import train_step as step_lib
+
+
+def _tiny_config() -> ml_collections.ConfigDict:
+  c = defaults.base_config()
+  c.model.depth = 18
+  c.model.width_multiplier = 0.125
+  c.model.cifar_stem = True
+  c.model.proj_head_layers = 2
+  c.model.proj_out_dim = 16
+  c.optim.base_learning_rate = 1.0
+  c.optim.warmup_epochs = 0.0
+  return c
+
+
+def _build(mesh: Mesh, num_classes: int = 4, image_size: int = 16):
+  c = _tiny_config()
+  schedule = ts.create_schedule(c.optim, batch_size=16, num_examples=64,
+                                epochs=10, train_steps=0)
+  model = ts.create_model(c.model, num_classes)
+  make_tx = lambda p: ts.create_optimizer(c.optim, schedule, p)
+  init = ts.make_init_fn(model, image_size, make_tx)
+  state = jax.jit(init, out_shardings=NamedSharding(mesh, P()))(
+      jax.random.PRNGKey(0))
+  aug = augment.AugmentConfig(image_size=image_size, blur_prob=0.5)
+  step = step_lib.make_train_step(
+      model=model, tx=make_tx(state.params), augment_cfg=aug,
+      temperature=0.5, hidden_norm=True, mesh=mesh, schedule=schedule,
+      num_classes=num_classes)
+  return state, step
+
+
+def _batch(mesh: Mesh, n: int = 16, size: int = 16) -> dict:
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.integers(0, 256, (n, size, size, 3), np.uint8),
+           "label": rng.integers(0, 4, (n,), np.int32)}
+  sharding = NamedSharding(mesh, P("data"))
+  return {k: jax.device_put(v, sharding) for k, v in batch.items()}
+
+
+def _run(mesh: Mesh, steps: int = 2):
+  state, step = _build(mesh)
+  metrics = []
+  for _ in range(steps):
+    state, m = step(state, _batch(mesh))
+    metrics.append(jax.device_get(m))
+  return jax.device_get(state), metrics
+
+
+@pytest.fixture(scope="module")
+def one_and_eight():
+  one = Mesh(np.array(jax.devices()[:1]), ("data",))
+  eight = Mesh(np.array(jax.devices()), ("data",))
+  return _run(one), _run(eight)
+
+
+def test_loss_and_metrics_match_across_device_counts(one_and_eight):
+  (_, m1), (_, m8) = one_and_eight
+  for a, b in zip(m1, m8):
+    for key in ("contrastive_loss", "contrast_acc", "contrast_entropy",
+                "probe_loss", "learning_rate"):
+      np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6,
+                                 err_msg=key)
+
+
+def test_params_and_batch_stats_match_across_device_counts(one_and_eight):
+  (s1, _), (s8, _) = one_and_eight
+  assert int(s1.step) == int(s8.step) == 2
+  # BN statistics over the global batch: identical whatever the split.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
+                                                       atol=1e-5),
+               s1.batch_stats, s8.batch_stats)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
+                                                       atol=1e-5),
+               s1.params, s8.params)
+
+
+def test_step_changes_encoder_and_bn_stats(one_and_eight):
+  mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
+  state0, _ = _build(mesh)
+  state0 = jax.device_get(state0)
+  (s1, m1), _ = one_and_eight
+  moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()),
+                       state0.params["backbone"], s1.params["backbone"])
+  assert max(jax.tree_util.tree_leaves(moved)) > 0
+  stats = jax.tree.map(lambda a, b: float(np.abs(a - b).max()),
+                       state0.batch_stats, s1.batch_stats)
+  assert min(jax.tree_util.tree_leaves(stats)) > 0
+  # At init the loss is close to 2 ln(2N - 1) for N = 16.
+  assert abs(m1[0]["contrastive_loss"] - 2 * np.log(31)) < 1.0
+
+
+def test_example_keys_independent_of_batch_size():
+  key = jax.random.PRNGKey(3)
+  keys = np.asarray(step_lib.example_keys(key, 8))
+  assert keys.shape[:2] == (8, 2)
+  np.testing.assert_array_equal(keys,
+                                np.asarray(step_lib.example_keys(key, 16))[:8])
+  assert len({k.tobytes() for k in keys.reshape(16, -1)}) == 16
+
+
+def test_two_views_interleaves_examples():
+  images = jnp.stack([jnp.full((16, 16, 3), v, jnp.uint8) for v in (0, 255)])
+  cfg = augment.AugmentConfig(image_size=16, color_jitter_strength=0.0,
+                              grayscale_prob=0.0, blur_prob=0.0)
+  views = step_lib.two_views(jax.random.PRNGKey(0), images, cfg)
+  assert views.shape == (4, 16, 16, 3)
+  means = np.asarray(views.mean(axis=(1, 2, 3)))
+  np.testing.assert_allclose(means, [0, 0, 1, 1], atol=1e-3)
