@@ -177,9 +177,10 @@ def sharded_nt_xent(
         axis_name=axis,
     )
 
-  # check_vma stays on: it types the gathered candidates as varying, so the
-  # transpose of all_gather is a reduce-scatter and the transpose of pmean
-  # divides by the axis size exactly once, giving the global-batch gradient.
+  # check_vma stays on (the default) so JAX verifies that the loss really is
+  # replicated as out_specs=P() claims; the gathered candidates are typed
+  # varying and all_gather's transpose is a reduce-scatter, which gives the
+  # global-batch gradient with no device-count factor (see tests).
   return jax.shard_map(
       per_device,
       mesh=mesh,

@@ -26,7 +26,7 @@ MaskFn = Callable[[Any], Any]
 
 
 def total_steps(
-    *, batch_size: int, num_examples: int, epochs: int, train_steps: int = 0
+    *, batch_size: int, num_examples: int, epochs: float, train_steps: int = 0
 ) -> int:
   """Number of training steps: `train_steps` if set, else the reference's
   `num_examples * epochs // batch_size + 1`."""
@@ -60,7 +60,7 @@ def learning_rate_schedule(
     base_learning_rate: float,
     batch_size: int,
     num_examples: int,
-    epochs: int,
+    epochs: float,
     warmup_epochs: float,
     scaling: str,
     train_steps: int = 0,

@@ -74,8 +74,8 @@ def test_loss_at_random_init_is_chance():
                              rtol=5e-3)
 
 
-@pytest.mark.parametrize("num_devices", [1, 2, 4, 8])
-@pytest.mark.parametrize("index", [1, 2])
+@pytest.mark.parametrize(
+    "index,num_devices", [(1, 1), (1, 2), (1, 4), (1, 8), (2, 8)])
 def test_sharded_matches_single_device(reference, index, num_devices):
   case, ref = reference[index]
   kwargs = dict(temperature=case["temperature"], hidden_norm=case["hidden_norm"])
