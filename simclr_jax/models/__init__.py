@@ -1,4 +1,4 @@
-"""Encoders and heads of SimCLR: ResNet backbone, projection and linear heads."""
+"""SimCLR networks: ResNet backbone, projection head and linear-eval head."""
 
 from simclr_jax.models.heads import ProjectionHead, SimCLRModel, SupervisedHead
 from simclr_jax.models.resnet import ResNet

@@ -15,7 +15,7 @@ BN layers hold 'scale' and 'bias', their moving statistics live in the
   stage{s}_block{b}/conv{i}, bn{i}         (s, b and i count from 1)
   stage{s}_block{b}/shortcut_conv, shortcut_bn
   stage{s}_block{b}/sk_conv/...            (bottleneck with sk_ratio > 0)
-  stage{s}_block{b}/se/{reduce,expand}     (se_ratio > 0; these convs have a bias)
+  stage{s}_block{b}/se/{reduce,expand}     (se_ratio > 0; convs with a bias)
 """
 
 import functools
