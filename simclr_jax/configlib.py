@@ -11,6 +11,7 @@ import math
 
 import ml_collections
 
+from simclr_jax import augment
 from simclr_jax.errors import UserError
 
 _SOURCES = ("builtin", "tfds", "folder")
@@ -20,11 +21,6 @@ _DEPTHS = (18, 34, 50, 101, 152, 200)
 def _check(cond: bool, msg: str) -> None:
   if not cond:
     raise UserError(msg)
-
-
-def _prob(value: float, key: str) -> None:
-  _check(0.0 <= value <= 1.0, f"config.{key}={value!r} is a probability: "
-         "set it between 0 and 1.")
 
 
 def _positive(value: float, key: str, allow_zero: bool = False) -> None:
@@ -52,24 +48,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int,
   _positive(d.builtin_eval_examples, "data.builtin_eval_examples",
             allow_zero=True)
 
-  a = config.augment
-  for key in ("color_jitter_prob", "grayscale_prob", "blur_prob",
-              "solarize_prob"):
-    _prob(a[key], f"augment.{key}")
-  _positive(a.color_jitter_strength, "augment.color_jitter_strength",
-            allow_zero=True)
-  lo, hi = a.crop_area
-  _check(0 < lo <= hi <= 1, f"config.augment.crop_area={tuple(a.crop_area)} "
-         "must satisfy 0 < min <= max <= 1.")
-  lo, hi = a.crop_aspect
-  _check(0 < lo <= hi, f"config.augment.crop_aspect={tuple(a.crop_aspect)} "
-         "must satisfy 0 < min <= max.")
-  _check(a.crop_sampler in ("reference", "torchvision"),
-         f"config.augment.crop_sampler={a.crop_sampler!r}; use 'reference' "
-         "or 'torchvision'.")
-  _check(a.brightness in ("multiplicative", "additive"),
-         f"config.augment.brightness={a.brightness!r}; use 'multiplicative' "
-         "or 'additive'.")
+  augment_config(config)  # AugmentConfig validates its own fields.
 
   m = config.model
   _check(m.depth in _DEPTHS, f"config.model.depth={m.depth} is not "
@@ -93,17 +72,16 @@ def validate(config: ml_collections.ConfigDict, device_count: int,
   _check(0 <= o.momentum < 1, f"config.optim.momentum={o.momentum} must be in "
          "[0, 1).")
 
-  _positive(config.batch_size, "batch_size")
+  _check(config.batch_size >= 2, "config.batch_size must be at least 2 "
+         "(NT-Xent needs negatives).")
   _check(config.batch_size % device_count == 0,
          f"config.batch_size={config.batch_size} is not divisible by the "
          f"{device_count} devices; use a multiple of {device_count} "
          f"(e.g. --config.batch_size="
-         f"{max(1, round(config.batch_size / device_count)) * device_count}).")
+         f"{-(-config.batch_size // device_count) * device_count}).")
   _check(config.batch_size % process_count == 0,
          f"config.batch_size={config.batch_size} is not divisible by the "
          f"{process_count} processes.")
-  _check(config.batch_size >= 2, "config.batch_size must be at least 2 "
-         "(NT-Xent needs negatives).")
   _check(config.epochs > 0 or config.train_steps > 0,
          "set config.epochs or config.train_steps to a positive number.")
   _positive(config.train_steps, "train_steps", allow_zero=True)
@@ -128,3 +106,14 @@ def model_signature(config: ml_collections.ConfigDict) -> dict:
               sk_ratio=m.sk_ratio, se_ratio=m.se_ratio,
               cifar_stem=m.cifar_stem, proj_head_layers=m.proj_head_layers,
               proj_out_dim=m.proj_out_dim, image_size=config.data.image_size)
+
+
+def augment_config(config: ml_collections.ConfigDict) -> augment.AugmentConfig:
+  """The on-device augmentation settings; output size = data.image_size."""
+  fields = config.augment.to_dict()
+  try:
+    return augment.AugmentConfig(image_size=config.data.image_size, **fields)
+  except augment.AugmentConfigError as e:
+    detail = str(e).removeprefix("AugmentConfig: ")
+    raise UserError(f"config.augment.{detail}; fix the value in the config "
+                    "or its --config.augment override.") from None

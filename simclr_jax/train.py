@@ -17,7 +17,6 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from simclr_jax import augment
 from simclr_jax import checkpointing
 from simclr_jax import configlib
 from simclr_jax import data as data_lib
@@ -30,19 +29,17 @@ from simclr_jax.reporting import Reporter, format_duration
 
 
 def make_mesh() -> jax.sharding.Mesh:
-  """A 1-D mesh named 'data' over every device of every process."""
-  return jax.make_mesh((jax.device_count(),), (step_lib.DATA_AXIS,))
+  """A 1-D mesh named 'data' over every device of every process.
+
+  Auto axes: jit's partitioner places intermediates, and our only explicit
+  collectives live inside `shard_map` (the NT-Xent all-gather).
+  """
+  return jax.make_mesh((jax.device_count(),), (step_lib.DATA_AXIS,),
+                       axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def data_config(config: ml_collections.ConfigDict) -> data_lib.DataConfig:
   return data_lib.DataConfig(**config.data.to_dict())
-
-
-def augment_config(config: ml_collections.ConfigDict) -> augment.AugmentConfig:
-  fields = config.augment.to_dict()
-  fields["crop_area"] = tuple(fields["crop_area"])
-  fields["crop_aspect"] = tuple(fields["crop_aspect"])
-  return augment.AugmentConfig(image_size=config.data.image_size, **fields)
 
 
 class _Setup:
@@ -52,7 +49,7 @@ class _Setup:
     configlib.validate(config, jax.device_count(), jax.process_count())
     self.mesh = make_mesh()
     self.data_cfg = data_config(config)
-    self.augment_cfg = augment_config(config)
+    self.augment_cfg = configlib.augment_config(config)
     self.info = data_lib.dataset_info(self.data_cfg)
     if self.info.num_train < config.batch_size:
       raise UserError(
