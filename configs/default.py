@@ -32,5 +32,5 @@ def get_config():
   c.epochs = 15
   c.log_every_steps = 20
   c.checkpoint_every_steps = 200
-  c.eval.batch_size = 500
+  c.eval.batch_size = 512
   return c
