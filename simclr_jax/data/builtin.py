@@ -3,8 +3,8 @@
 Every image shows one of ten classes that are defined only by shape, geometry
 or texture (a circle, a star, stripes, ...). Everything else is a nuisance
 that varies strongly from image to image: foreground and background colour,
-position, scale, aspect ratio, rotation, a background gradient, clutter (small
-blobs and line segments, some in front of the object) and pixel noise.
+position, scale, aspect ratio, rotation, colour gradients, clutter (small
+blobs and line segments, one of which may occlude the object) and pixel noise.
 
 This is deliberate. A randomly initialised conv net mostly encodes colour and
 position, and raw pixels are dominated by colour, so both do poorly here; the
@@ -16,7 +16,7 @@ encoder vs. a random one) on a laptop-sized budget.
 Generation is vectorised numpy: all per-image parameters are drawn up front
 from one seeded generator, then images are rendered in chunks with signed
 distance functions and one-pixel anti-aliasing, so the result is deterministic
-in (num_examples, image_size, seed) and independent of the chunking.
+in (num_examples, image_size, seed).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ CLASS_NAMES: tuple[str, ...] = (
 )
 NUM_CLASSES = len(CLASS_NAMES)
 
-_NUM_CLUTTER = 6          # clutter items per image (each present with p=0.7)
+_NUM_CLUTTER = 4          # clutter items per image (each present with p=0.7)
 _NUM_FRONT = 1            # ... of which the last ones occlude the object
 _CHUNK_PIXELS = 1 << 18   # pixels rendered at once; bounds peak memory
 
@@ -86,8 +86,8 @@ def _sample_params(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
   return dict(
       label=labels,
       # Object placement (image coordinates in [-1, 1]).
-      cx=u(-0.35, 0.35, n), cy=u(-0.35, 0.35, n),
-      scale=u(0.4, 0.7, n), aspect=np.exp(u(-0.2, 0.2, n)),
+      cx=u(-0.3, 0.3, n), cy=u(-0.3, 0.3, n),
+      scale=u(0.5, 0.8, n), aspect=np.exp(u(-0.2, 0.2, n)),
       angle=u(0, 2 * np.pi, n),
       # Colours, each with its own linear gradient.
       bg=bg, bg2=np.clip(bg + u(-0.3, 0.3, (n, 3)), 0, 1),

@@ -1,0 +1,260 @@
+"""Per-process batching, global jax arrays and background device prefetch.
+
+Each process reads only its shard of a split (see `sources.load_shard`) and
+produces batches of `global_batch_size // process_count` examples as numpy
+arrays; `to_global` assembles them into arrays sharded along the batch axis
+across all processes, and `prefetch_to_device` does that in a background
+thread so the next batches are on the device while the current step runs.
+
+Training order is a pure function of (seed, process, epoch): epoch `e` is the
+shard shuffled with a seed derived from (seed, process_index, e), epochs are
+concatenated and cut into batches (batches may straddle epochs). Resuming at
+`start_step` therefore jumps straight to the right epoch and skips only the
+examples already used inside it.
+"""
+
+from __future__ import annotations
+
+import functools
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import numpy as np
+import tensorflow as tf
+
+from simclr_jax.data import sources
+from simclr_jax.errors import UserError
+
+_MAX_EPOCHS = 2**62
+
+
+def local_batch_size(global_batch_size: int, process_count: int) -> int:
+  """The batch each process produces; the global batch must split evenly."""
+  if global_batch_size < 1:
+    raise UserError(f"batch size must be positive, got {global_batch_size}")
+  if global_batch_size % process_count:
+    raise UserError(
+        f"global batch size {global_batch_size} is not divisible by the "
+        f"number of processes {process_count}; use a multiple of "
+        f"{process_count}")
+  return global_batch_size // process_count
+
+
+@functools.lru_cache(maxsize=8)
+def _shard(cfg: sources.DataConfig, split: str, process_index: int,
+           process_count: int) -> sources.Shard:
+  """One Shard object per split, so its in-memory cache is shared by the
+  training pipeline and evaluation passes (e.g. kNN over the train split)."""
+  return sources.load_shard(cfg, split, process_index=process_index,
+                            process_count=process_count)
+
+
+def train_batches(cfg: sources.DataConfig, *, global_batch_size: int,
+                  seed: int, process_index: int = 0, process_count: int = 1,
+                  start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+  """Infinite, shuffled batches {'image': uint8 (B, S, S, 3), 'label': int32}.
+
+  B = global_batch_size // process_count. Incomplete batches never occur
+  (the stream is infinite), each epoch is reshuffled deterministically from
+  `seed`, and `start_step=k` yields exactly what the uninterrupted iterator
+  yields from its k-th batch on.
+  """
+  local = local_batch_size(global_batch_size, process_count)
+  if start_step < 0:
+    raise UserError(f"start_step must be >= 0, got {start_step}")
+  shard = _shard(cfg, cfg.train_split, process_index, process_count)
+  n = shard.num_examples
+  if n == 0:
+    raise UserError(
+        f"process {process_index} of {process_count} got no training "
+        f"examples: split {cfg.train_split!r} has fewer examples than "
+        "processes; use more data or fewer processes")
+  first_epoch, skip = divmod(start_step * local, n)
+  buffer = max(1, min(cfg.shuffle_buffer, n))
+  base = shard.dataset
+  seed_base = int(np.random.SeedSequence(
+      [seed, process_index]).generate_state(1)[0]) % (2**31 - 1)
+
+  def epoch(e):
+    epoch_seed = (seed_base + e * 1_000_003) % (2**31 - 1)
+    if buffer == 1:
+      return base
+    if shard.reshuffled is not None:
+      return shard.reshuffled(epoch_seed)
+    return base.shuffle(buffer, seed=epoch_seed,
+                        reshuffle_each_iteration=False)
+
+  ds = tf.data.Dataset.range(first_epoch, _MAX_EPOCHS).flat_map(epoch)
+  ds = ds.skip(skip).batch(local, drop_remainder=True)
+  ds = ds.prefetch(tf.data.AUTOTUNE)
+  return _numpy_batches(ds, shard)
+
+
+def eval_batches(cfg: sources.DataConfig, split: str, *,
+                 global_batch_size: int, process_index: int = 0,
+                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+  """One ordered pass over `split`, padded to full batches.
+
+  Every batch has 'image', 'label' and 'mask' (True for real examples);
+  padding is zeros with label -1. All processes yield the same number of
+  batches (enough for the largest shard), so collective steps never hang.
+  """
+  local = local_batch_size(global_batch_size, process_count)
+  shard = _shard(cfg, split, process_index, process_count)
+  num_batches = -(-shard.max_shard_examples // local)
+  ds = shard.dataset.batch(local).prefetch(tf.data.AUTOTUNE)
+  size = cfg.image_size
+
+  def gen():
+    produced = 0
+    for batch in _numpy_batches(ds, shard):
+      yield _pad(batch, local)
+      produced += 1
+    empty = {"image": np.zeros((0, size, size, 3), np.uint8),
+             "label": np.zeros((0,), np.int32)}
+    for _ in range(num_batches - produced):
+      yield _pad(empty, local)
+
+  return gen()
+
+
+def _pad(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+  n = len(batch["label"])
+  mask = np.arange(size) < n
+  if n == size:
+    return {**batch, "mask": mask}
+  image = np.zeros((size,) + batch["image"].shape[1:], np.uint8)
+  image[:n] = batch["image"]
+  label = np.full((size,), -1, np.int32)
+  label[:n] = batch["label"]
+  return {"image": image, "label": label, "mask": mask}
+
+
+def _numpy_batches(ds: tf.data.Dataset,
+                   shard: sources.Shard) -> Iterator[dict[str, np.ndarray]]:
+  """Iterates as numpy; a file that fails to decode becomes a UserError."""
+  it = ds.as_numpy_iterator()
+  while True:
+    try:
+      batch = next(it)
+    except StopIteration:
+      return
+    except tf.errors.OpError:
+      bad = _find_bad_file(shard.files) if shard.files else None
+      if bad is None:
+        raise
+      path, reason = bad
+      raise UserError(
+          f"cannot decode image file {path} ({reason}); delete or replace "
+          "it: every file with an image extension under data_dir must be a "
+          "readable image") from None
+    yield {"image": batch["image"],
+           "label": np.asarray(batch["label"], np.int32)}
+
+
+def _find_bad_file(paths: tuple[str, ...]) -> tuple[str, str] | None:
+  """Returns (path, reason) of the first file that cannot be decoded.
+
+  Used on the error path only, to name the corrupt file.
+  """
+  for path in paths:
+    try:
+      sources.decode_file(tf.constant(path), 8)
+    except (tf.errors.OpError, ValueError) as e:
+      reason = getattr(e, "message", str(e)).strip().splitlines()[0]
+      return path, reason[:200]
+  return None
+
+
+def to_global(batch: dict[str, Any],
+              sharding: jax.sharding.NamedSharding) -> dict[str, jax.Array]:
+  """Per-process numpy batch -> global jax arrays sharded along axis 0.
+
+  The global shape is left for JAX to infer from the sharding (each process
+  holds the rows its devices own): local batch x process count for a batch
+  axis that spans all processes, without assuming that layout here.
+  """
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in batch.items()}
+
+
+def prefetch_to_device(iterator: Iterator[dict[str, Any]],
+                       sharding: jax.sharding.NamedSharding,
+                       size: int = 2) -> Iterator[dict[str, jax.Array]]:
+  """Moves batches to the devices `size` steps ahead in a background thread.
+
+  An exception raised by `iterator` (or by the transfer) is re-raised in the
+  consumer after the batches that preceded it. `close()` on the result (or
+  garbage collection, or exhausting it) stops the thread and closes
+  `iterator`.
+  """
+  return _Prefetcher(iterator, functools.partial(to_global,
+                                                 sharding=sharding), size)
+
+
+class _Prefetcher(Iterator[dict[str, Any]]):
+  """A bounded queue filled by a daemon thread.
+
+  The thread holds no reference to this object, so dropping the last
+  reference stops it via __del__.
+  """
+
+  def __init__(self, iterator, transform, size: int):
+    if size < 1:
+      raise ValueError(f"prefetch size must be >= 1, got {size}")
+    self._queue: queue.Queue = queue.Queue(maxsize=size)
+    self._stop = threading.Event()
+    self._done = False
+    self._thread = threading.Thread(
+        target=_produce, args=(iterator, transform, self._queue, self._stop),
+        name="prefetch_to_device", daemon=True)
+    self._thread.start()
+
+  def __next__(self) -> dict[str, Any]:
+    if self._done:
+      raise StopIteration
+    kind, item = self._queue.get()
+    if kind == "ok":
+      return item
+    self.close()
+    if kind == "end":
+      raise StopIteration
+    raise item
+
+  def close(self) -> None:
+    """Stops the producer thread and waits for it (briefly); idempotent."""
+    self._done = True
+    self._stop.set()
+    self._thread.join(timeout=10)
+
+  def __del__(self):
+    self._stop.set()
+
+
+def _produce(iterator, transform, out: queue.Queue,
+             stop: threading.Event) -> None:
+  """Producer thread: transforms items into `out` until done or stopped."""
+
+  def put(item) -> bool:
+    while not stop.is_set():
+      try:
+        out.put(item, timeout=0.05)
+        return True
+      except queue.Full:
+        pass
+    return False
+
+  try:
+    for batch in iterator:
+      if not put(("ok", transform(batch))):
+        return
+    put(("end", None))
+  except BaseException as e:  # pylint: disable=broad-except
+    put(("error", e))
+  finally:
+    close = getattr(iterator, "close", None)
+    if close is not None:
+      close()

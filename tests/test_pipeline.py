@@ -1,0 +1,175 @@
+"""Tests for per-process batching, global arrays and device prefetch."""
+
+import itertools
+import threading
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from simclr_jax import data
+from simclr_jax.data import builtin
+from simclr_jax.errors import UserError
+
+CFG = data.DataConfig(image_size=8, builtin_train_examples=30,
+                      builtin_eval_examples=21, shuffle_buffer=1000)
+
+
+def _keys(images):
+  return [im.tobytes() for im in images]
+
+
+def _take(iterator, n):
+  return list(itertools.islice(iterator, n))
+
+
+def _train(cfg=CFG, **kwargs):
+  kwargs = {"global_batch_size": 8, "seed": 0, **kwargs}
+  return data.train_batches(cfg, **kwargs)
+
+
+def test_batch_shapes_and_dtypes():
+  (batch,) = _take(_train(), 1)
+  assert set(batch) == {"image", "label"}
+  assert batch["image"].shape == (8, 8, 8, 3)
+  assert batch["image"].dtype == np.uint8
+  assert batch["label"].shape == (8,) and batch["label"].dtype == np.int32
+
+
+def test_processes_read_disjoint_shards_covering_the_split():
+  images, _ = builtin.generate(30, 8, builtin.split_seed(0, "train"))
+  seen = []
+  for index in range(2):
+    # Train: the first epoch of each process (15 examples -> 3 batches of 4)
+    # stays inside that process's shard.
+    train = _take(_train(global_batch_size=8, process_index=index,
+                         process_count=2), 3)
+    train_keys = set(_keys(np.concatenate([b["image"] for b in train])))
+    assert len(train_keys) == 12
+    # Eval: one ordered pass over the shard.
+    keys = []
+    for batch in data.eval_batches(CFG, "train", global_batch_size=8,
+                                   process_index=index, process_count=2):
+      assert batch["image"].shape == (4, 8, 8, 3)
+      keys += _keys(batch["image"][batch["mask"]])
+    assert train_keys <= set(keys)
+    seen.append(keys)
+  assert not set(seen[0]) & set(seen[1])
+  assert sorted(seen[0] + seen[1]) == sorted(_keys(images))
+
+
+def test_uneven_shards_give_every_process_the_same_number_of_eval_batches():
+  counts = [len(list(data.eval_batches(CFG, "test", global_batch_size=4,
+                                       process_index=i, process_count=2)))
+            for i in range(2)]  # shards of 10 and 11 examples, batches of 2
+  assert counts == [6, 6]
+
+
+def test_deterministic_by_seed():
+  a, b, c = (_take(_train(seed=s), 5) for s in (1, 1, 2))
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x["image"], y["image"])
+    np.testing.assert_array_equal(x["label"], y["label"])
+  assert any(not np.array_equal(x["image"], z["image"]) for x, z in zip(a, c))
+
+
+def test_each_epoch_is_reshuffled():
+  cfg = data.DataConfig(image_size=8, builtin_train_examples=32)
+  batches = _take(_train(cfg), 12)  # 32 examples = 4 batches of 8 per epoch
+  epochs = [np.concatenate([b["image"] for b in batches[i:i + 4]])
+            for i in (0, 4, 8)]
+  for epoch in epochs[1:]:
+    assert sorted(_keys(epoch)) == sorted(_keys(epochs[0]))  # same examples
+    assert _keys(epoch) != _keys(epochs[0])                  # new order
+
+
+@pytest.mark.parametrize("start_step", [1, 4, 11])
+def test_start_step_resumes_where_the_uninterrupted_run_was(start_step):
+  # 30 examples, batches of 8: batches straddle epoch boundaries.
+  reference = _take(_train(), start_step + 4)[start_step:]
+  resumed = _take(_train(start_step=start_step), 4)
+  for x, y in zip(reference, resumed):
+    np.testing.assert_array_equal(x["image"], y["image"])
+    np.testing.assert_array_equal(x["label"], y["label"])
+
+
+def test_eval_is_ordered_and_padded_with_a_mask():
+  images, labels = builtin.generate(21, 8, builtin.split_seed(0, "test"))
+  batches = list(data.eval_batches(CFG, "test", global_batch_size=8))
+  assert len(batches) == 3
+  for batch in batches:
+    assert batch["image"].shape == (8, 8, 8, 3)
+    assert batch["mask"].dtype == np.bool_
+  last = batches[-1]
+  np.testing.assert_array_equal(last["mask"], [True] * 5 + [False] * 3)
+  np.testing.assert_array_equal(last["label"][5:], -1)
+  assert not last["image"][5:].any()
+  mask = np.concatenate([b["mask"] for b in batches])
+  np.testing.assert_array_equal(
+      np.concatenate([b["image"] for b in batches])[mask], images)
+  np.testing.assert_array_equal(
+      np.concatenate([b["label"] for b in batches])[mask], labels)
+
+
+def test_batch_size_must_divide_by_process_count():
+  with pytest.raises(UserError, match="not divisible.*3"):
+    _train(global_batch_size=8, process_count=3)
+  with pytest.raises(UserError, match="not divisible"):
+    data.eval_batches(CFG, "test", global_batch_size=5, process_count=2)
+
+
+def _sharding():
+  return jax.sharding.NamedSharding(jax.make_mesh((8,), ("data",)),
+                                    P("data"))
+
+
+def test_to_global_shards_the_batch_over_the_devices():
+  batch = next(data.eval_batches(CFG, "test", global_batch_size=16))
+  out = data.to_global(batch, _sharding())
+  assert set(out) == {"image", "label", "mask"}
+  image = out["image"]
+  assert isinstance(image, jax.Array) and image.shape == (16, 8, 8, 3)
+  assert image.sharding == _sharding() and len(image.addressable_shards) == 8
+  for shard in image.addressable_shards:
+    assert shard.data.shape == (2, 8, 8, 3)
+    np.testing.assert_array_equal(shard.data, batch["image"][shard.index])
+  np.testing.assert_array_equal(out["label"], batch["label"])
+
+
+def test_prefetch_to_device_yields_global_arrays_in_order():
+  source = list(data.eval_batches(CFG, "test", global_batch_size=8))
+  out = list(data.prefetch_to_device(iter(source), _sharding()))
+  assert len(out) == len(source)
+  for x, y in zip(out, source):
+    assert x["image"].sharding == _sharding()
+    np.testing.assert_array_equal(x["image"], y["image"])
+
+
+def test_prefetch_propagates_producer_exceptions():
+  def source():
+    for batch in itertools.islice(_train(), 2):
+      yield batch
+    raise ValueError("boom from the producer")
+
+  it = data.prefetch_to_device(source(), _sharding())
+  assert len(_take(it, 2)) == 2
+  with pytest.raises(ValueError, match="boom from the producer"):
+    next(it)
+
+
+def test_prefetch_stops_cleanly():
+  closed = threading.Event()
+
+  def source():
+    try:
+      yield from _train()  # infinite
+    finally:
+      closed.set()
+
+  it = data.prefetch_to_device(source(), _sharding(), size=2)
+  assert len(_take(it, 3)) == 3
+  it.close()
+  assert closed.wait(10)
+  assert not any(t.name == "prefetch_to_device" and t.is_alive()
+                 for t in threading.enumerate())
