@@ -150,6 +150,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       ckpt.maybe_save(step, state)
     ckpt.maybe_save(step, state, force=True)
   finally:
+    batches.close()
     ckpt.close()
   train_time = time.time() - start_time
   reporter.print(f"Pretraining done in {format_duration(train_time)}.")
