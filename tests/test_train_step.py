@@ -25,8 +25,10 @@ def _tiny_config() -> ml_collections.ConfigDict:
   return c
 
 
-def _build(mesh: Mesh, num_classes: int = 4, image_size: int = 16):
+def _build(mesh: Mesh, num_classes: int = 4, image_size: int = 16,
+           half_precision: bool = False):
   c = _tiny_config()
+  c.model.half_precision = half_precision
   schedule = ts.create_schedule(c.optim, batch_size=16, num_examples=64,
                                 epochs=10, train_steps=0)
   model = ts.create_model(c.model, num_classes)
@@ -119,3 +121,14 @@ def test_two_views_interleaves_examples():
   assert views.shape == (4, 16, 16, 3)
   means = np.asarray(views.mean(axis=(1, 2, 3)))
   np.testing.assert_allclose(means, [0, 0, 1, 1], atol=1e-3)
+
+
+def test_half_precision_step_keeps_float32_state_and_loss():
+  mesh = Mesh(np.array(jax.devices()[:2]), ("data",))
+  state, step = _build(mesh, half_precision=True)
+  state, metrics = step(state, _batch(mesh))
+  assert metrics["contrastive_loss"].dtype == jnp.float32
+  assert np.isfinite(float(metrics["contrastive_loss"]))
+  for leaf in jax.tree_util.tree_leaves((state.params, state.batch_stats,
+                                         state.opt_state)):
+    assert leaf.dtype in (jnp.float32, jnp.int32), leaf.dtype
