@@ -9,7 +9,6 @@ The online linear-eval head sees `stop_gradient(representation)`, so training
 it jointly with the contrastive objective never changes the encoder.
 """
 
-import functools
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import flax.linen as nn
@@ -17,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from simclr_jax.models.resnet import ResNet
+from simclr_jax.models.resnet import batch_norm
 
 Dtype = Any
 
@@ -58,14 +58,9 @@ class ProjectionHead(nn.Module):
     ([h_0, ..., h_{L-1}], h_{L-1} == z); h_0 is "head layer 1", the input of
     SimCLRv2 fine-tuning.
     """
-    norm = functools.partial(
-        nn.BatchNorm,
-        use_running_average=not train,
-        momentum=self.bn_momentum,
-        epsilon=self.bn_epsilon,
-        dtype=self.dtype,
-        param_dtype=jnp.float32,
-        axis_name=self.bn_axis_name)
+    norm = batch_norm(train=train, momentum=self.bn_momentum,
+                      epsilon=self.bn_epsilon, dtype=self.dtype,
+                      axis_name=self.bn_axis_name)
     hiddens = []
     for j in range(self.num_layers):
       last = j == self.num_layers - 1

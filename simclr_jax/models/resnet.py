@@ -46,6 +46,14 @@ conv_kernel_init = nn.initializers.variance_scaling(
     1.0, "fan_in", "truncated_normal")
 
 
+def batch_norm(*, train: bool, momentum: float, epsilon: float, dtype: Any,
+               axis_name: Optional[str]) -> Callable[..., nn.BatchNorm]:
+  """BatchNorm with the reference settings; statistics and params in f32."""
+  return functools.partial(nn.BatchNorm, use_running_average=not train,
+                           momentum=momentum, epsilon=epsilon, dtype=dtype,
+                           param_dtype=jnp.float32, axis_name=axis_name)
+
+
 def fixed_padding(kernel_size: int, strides: int) -> Padding:
   """Padding rule of the reference: SAME for stride 1, else explicit symmetric.
 
@@ -267,14 +275,9 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     """Maps images (B, H, W, 3) in [0, 1] to features (B, feature_dim) f32."""
-    norm = functools.partial(
-        nn.BatchNorm,
-        use_running_average=not train,
-        momentum=self.bn_momentum,
-        epsilon=self.bn_epsilon,
-        dtype=self.dtype,
-        param_dtype=jnp.float32,
-        axis_name=self.bn_axis_name)
+    norm = batch_norm(train=train, momentum=self.bn_momentum,
+                      epsilon=self.bn_epsilon, dtype=self.dtype,
+                      axis_name=self.bn_axis_name)
     conv = functools.partial(conv_fixed_padding, dtype=self.dtype)
     x = jnp.asarray(x, self.dtype)
 
