@@ -67,3 +67,10 @@ def test_save_restore_keep_n_and_shape_mismatch(tmp_path):
   with pytest.raises(UserError, match="does not fit this config"):
     ckpt.restore(bad)
   ckpt.close()
+
+
+def test_check_workdir_rejects_unwritable_dirs(tmp_path, monkeypatch):
+  # Root ignores permission bits, so simulate a directory we may not write.
+  monkeypatch.setattr(checkpointing.os, "access", lambda path, mode: False)
+  with pytest.raises(UserError, match="not readable and writable"):
+    checkpointing.check_workdir(str(tmp_path / "run"))
