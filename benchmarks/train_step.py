@@ -31,7 +31,7 @@ def main(_):
   state = setup.init_state(config.seed)
   step = step_lib.make_train_step(
       model=setup.model, tx=setup.make_tx(state.params),
-      augment_cfg=setup.augment_cfg, temperature=config.loss.temperature,
+      view_cfgs=setup.view_cfgs, temperature=config.loss.temperature,
       hidden_norm=config.loss.hidden_norm, mesh=setup.mesh,
       schedule=setup.schedule, num_classes=setup.info.num_classes)
   size = config.data.image_size

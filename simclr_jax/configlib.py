@@ -12,6 +12,7 @@ import math
 import ml_collections
 
 from simclr_jax import augment
+from simclr_jax import views
 from simclr_jax.errors import UserError
 
 _SOURCES = ("builtin", "tfds", "folder")
@@ -48,7 +49,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int,
   _positive(d.builtin_eval_examples, "data.builtin_eval_examples",
             allow_zero=True)
 
-  augment_config(config)  # AugmentConfig validates its own fields.
+  view_configs(config)  # AugmentConfig validates its own fields.
 
   m = config.model
   _check(m.depth in _DEPTHS, f"config.model.depth={m.depth} is not "
@@ -111,9 +112,16 @@ def model_signature(config: ml_collections.ConfigDict) -> dict:
 def augment_config(config: ml_collections.ConfigDict) -> augment.AugmentConfig:
   """The on-device augmentation settings; output size = data.image_size."""
   fields = config.augment.to_dict()
+  fields.pop("asymmetric")
   try:
     return augment.AugmentConfig(image_size=config.data.image_size, **fields)
   except augment.AugmentConfigError as e:
     detail = str(e).removeprefix("AugmentConfig: ")
     raise UserError(f"config.augment.{detail}; fix the value in the config "
                     "or its --config.augment override.") from None
+
+
+def view_configs(config: ml_collections.ConfigDict,
+                 ) -> tuple[augment.AugmentConfig, augment.AugmentConfig]:
+  """Augmentation settings of the two views (equal unless asymmetric)."""
+  return views.view_configs(augment_config(config), config.augment.asymmetric)

@@ -42,6 +42,9 @@ def base_config() -> ml_collections.ConfigDict:
       grayscale_prob=0.2,
       blur_prob=0.5,
       solarize_prob=0.0,
+      asymmetric="",            # "" = same distribution for both views
+                                # (reference); "byol" = blur 1.0/0.1,
+                                # solarize 0.0/0.2 for views 1/2
   ))
 
   c.model = ml_collections.ConfigDict(dict(

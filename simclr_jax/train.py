@@ -49,7 +49,7 @@ class _Setup:
     configlib.validate(config, jax.device_count(), jax.process_count())
     self.mesh = make_mesh()
     self.data_cfg = data_config(config)
-    self.augment_cfg = configlib.augment_config(config)
+    self.view_cfgs = configlib.view_configs(config)
     self.info = data_lib.dataset_info(self.data_cfg)
     if self.info.num_train < config.batch_size:
       raise UserError(
@@ -121,7 +121,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   train_step = step_lib.make_train_step(
       model=setup.model, tx=setup.make_tx(state.params),
-      augment_cfg=setup.augment_cfg, temperature=config.loss.temperature,
+      view_cfgs=setup.view_cfgs, temperature=config.loss.temperature,
       hidden_norm=config.loss.hidden_norm, mesh=setup.mesh,
       schedule=setup.schedule, num_classes=setup.info.num_classes)
   batches = data_lib.prefetch_to_device(

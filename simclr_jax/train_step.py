@@ -19,40 +19,16 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from simclr_jax import augment
 from simclr_jax import losses
+from simclr_jax import views
 from simclr_jax.train_state import TrainState
 
 DATA_AXIS = "data"
 
 
-def example_keys(step_key: jnp.ndarray, num_examples: int) -> jnp.ndarray:
-  """One key per (example, view), derived from the example's global index.
-
-  Keys depend only on the global position in the batch, never on how the
-  batch is split over devices or processes, so results do not change with
-  the device count.
-  """
-  def per_example(i):
-    return jax.random.split(jax.random.fold_in(step_key, i))
-  return jax.vmap(per_example)(jnp.arange(num_examples))
-
-
-def two_views(step_key: jnp.ndarray, images: jnp.ndarray,
-              augment_cfg: augment.AugmentConfig) -> jnp.ndarray:
-  """(N,H,W,3) uint8 -> (2N,S,S,3) float32, rows [x0v1, x0v2, x1v1, ...].
-
-  Interleaving the views keeps each example's two views on the same device,
-  so the reshape never moves data between devices.
-  """
-  n = images.shape[0]
-  keys = example_keys(step_key, n)
-  aug = jax.vmap(jax.vmap(lambda k, im: augment.augment_image(
-      k, im, config=augment_cfg), in_axes=(0, None)))
-  views = aug(keys, images)                       # (N, 2, S, S, 3)
-  return views.reshape((2 * n,) + views.shape[2:])
-
-
 def make_train_step(*, model: Any, tx: optax.GradientTransformation,
-                    augment_cfg: augment.AugmentConfig, temperature: float,
+                    view_cfgs: tuple[augment.AugmentConfig,
+                                     augment.AugmentConfig],
+                    temperature: float,
                     hidden_norm: bool, mesh: Mesh,
                     schedule: optax.Schedule, num_classes: int,
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
@@ -65,7 +41,7 @@ def make_train_step(*, model: Any, tx: optax.GradientTransformation,
     n = images.shape[0]
     step_key = jax.random.fold_in(state.rng, state.step)
     x = jax.lax.with_sharding_constraint(
-        two_views(step_key, images, augment_cfg), data)
+        views.two_views(step_key, images, view_cfgs), data)
 
     def loss_fn(params):
       out, mutated = model.apply(

@@ -11,6 +11,7 @@ from simclr_jax import augment
 from simclr_jax import defaults
 from simclr_jax import train_state as ts
 from simclr_jax import train_step as step_lib
+from simclr_jax import views
 
 
 def _tiny_config() -> ml_collections.ConfigDict:
@@ -37,8 +38,9 @@ def _build(mesh: Mesh, num_classes: int = 4, image_size: int = 16,
   state = jax.jit(init, out_shardings=NamedSharding(mesh, P()))(
       jax.random.PRNGKey(0))
   aug = augment.AugmentConfig(image_size=image_size, blur_prob=0.5)
+  view_cfgs = views.view_configs(aug, "byol" if half_precision else "")
   step = step_lib.make_train_step(
-      model=model, tx=make_tx(state.params), augment_cfg=aug,
+      model=model, tx=make_tx(state.params), view_cfgs=view_cfgs,
       temperature=0.5, hidden_norm=True, mesh=mesh, schedule=schedule,
       num_classes=num_classes)
   return state, step
@@ -102,25 +104,6 @@ def test_step_changes_encoder_and_bn_stats(one_and_eight):
   assert min(jax.tree_util.tree_leaves(stats)) > 0
   # At init the loss is close to 2 ln(2N - 1) for N = 16.
   assert abs(m1[0]["contrastive_loss"] - 2 * np.log(31)) < 1.0
-
-
-def test_example_keys_independent_of_batch_size():
-  key = jax.random.PRNGKey(3)
-  keys = np.asarray(step_lib.example_keys(key, 8))
-  assert keys.shape[:2] == (8, 2)
-  np.testing.assert_array_equal(keys,
-                                np.asarray(step_lib.example_keys(key, 16))[:8])
-  assert len({k.tobytes() for k in keys.reshape(16, -1)}) == 16
-
-
-def test_two_views_interleaves_examples():
-  images = jnp.stack([jnp.full((16, 16, 3), v, jnp.uint8) for v in (0, 255)])
-  cfg = augment.AugmentConfig(image_size=16, color_jitter_strength=0.0,
-                              grayscale_prob=0.0, blur_prob=0.0)
-  views = step_lib.two_views(jax.random.PRNGKey(0), images, cfg)
-  assert views.shape == (4, 16, 16, 3)
-  means = np.asarray(views.mean(axis=(1, 2, 3)))
-  np.testing.assert_allclose(means, [0, 0, 1, 1], atol=1e-3)
 
 
 def test_half_precision_step_keeps_float32_state_and_loss():

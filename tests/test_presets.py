@@ -1,0 +1,44 @@
+"""v1 / v2 presets and the configs built on them."""
+
+import pathlib
+import runpy
+
+from simclr_jax import defaults
+from simclr_jax import optim
+from simclr_jax import presets
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+
+
+def _peak_lr(c):
+  return optim.scaled_learning_rate(c.optim.base_learning_rate, c.batch_size,
+                                    c.optim.lr_scaling)
+
+
+def test_v1_preset():
+  c = presets.simclr_v1(defaults.base_config())
+  assert c.model.proj_head_layers == 2
+  assert c.augment.brightness == "additive"
+  assert c.optim.weight_decay == 1e-6
+  c.batch_size = 4096
+  assert abs(_peak_lr(c) - 4.8) < 1e-9
+
+
+def test_v2_preset():
+  c = presets.simclr_v2(defaults.base_config())
+  assert c.model.proj_head_layers == 3
+  assert c.augment.brightness == "multiplicative"
+  assert c.optim.weight_decay == 1e-4
+  c.batch_size = 4096
+  assert abs(_peak_lr(c) - 6.4) < 1e-9
+
+
+def test_imagenet_configs_follow_their_preset():
+  v1 = runpy.run_path(str(CONFIGS / "imagenet.py"))["get_config"]()
+  v2 = runpy.run_path(str(CONFIGS / "imagenet_v2.py"))["get_config"]()
+  assert (v1.model.depth, v1.batch_size, v1.loss.temperature) == (50, 4096, 0.1)
+  assert v1.model.proj_head_layers == 2 and v2.model.proj_head_layers == 3
+  assert abs(_peak_lr(v1) - 4.8) < 1e-9 and abs(_peak_lr(v2) - 6.4) < 1e-9
+  steps = optim.total_steps(batch_size=v1.batch_size, num_examples=1281167,
+                            epochs=v1.epochs)
+  assert steps == 31279
