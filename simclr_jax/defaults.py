@@ -63,6 +63,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss = ml_collections.ConfigDict(dict(
       temperature=0.1,
       hidden_norm=True,
+      chunk_size=0,             # > 0: NT-Xent over candidate blocks of this
+                                # many columns (bounded memory, see
+                                # docs/scaling.md); must divide batch_size
   ))
 
   c.optim = ml_collections.ConfigDict(dict(
@@ -72,6 +75,14 @@ def base_config() -> ml_collections.ConfigDict:
       weight_decay=1e-6,
       momentum=0.9,
       trust_coefficient=0.001,
+  ))
+
+  # Multi-process runs (see simclr_jax/distributed.py); empty = automatic.
+  c.distributed = ml_collections.ConfigDict(dict(
+      coordinator_address="",   # "host:port" of process 0
+      num_processes=0,
+      process_id=-1,
+      timeout_s=300,
   ))
 
   c.batch_size = 4096           # global batch, split over all devices

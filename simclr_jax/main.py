@@ -116,8 +116,10 @@ def main(argv: list[str]) -> None:
           "--config.key=value.")
   logging.set_verbosity(logging.WARNING)
   _hide_tf_from_accelerators()
+  from simclr_jax import distributed  # pylint: disable=g-import-not-at-top
   from simclr_jax import train  # pylint: disable=g-import-not-at-top
   try:
+    distributed.initialize(_CONFIG.value.distributed)
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except UserError as e:
     _fail(str(e))
