@@ -33,7 +33,8 @@ def main(_):
       model=setup.model, tx=setup.make_tx(state.params),
       view_cfgs=setup.view_cfgs, temperature=config.loss.temperature,
       hidden_norm=config.loss.hidden_norm, mesh=setup.mesh,
-      schedule=setup.schedule, num_classes=setup.info.num_classes)
+      schedule=setup.schedule, num_classes=setup.info.num_classes,
+      chunk_size=config.loss.chunk_size)
   size = config.data.image_size
   rng = np.random.default_rng(0)
   batch = {"image": rng.integers(0, 256, (config.batch_size, size, size, 3),

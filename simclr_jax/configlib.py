@@ -64,6 +64,12 @@ def validate(config: ml_collections.ConfigDict, device_count: int,
   _positive(m.proj_out_dim, "model.proj_out_dim")
 
   _positive(config.loss.temperature, "loss.temperature")
+  _positive(config.loss.chunk_size, "loss.chunk_size", allow_zero=True)
+  chunk = config.loss.chunk_size
+  _check(not chunk or config.batch_size % chunk == 0,
+         f"config.loss.chunk_size={chunk} must divide config.batch_size="
+         f"{config.batch_size} (the candidates are processed in blocks of "
+         "chunk_size); use a divisor such as 1024, or 0 to disable chunking.")
   o = config.optim
   _positive(o.base_learning_rate, "optim.base_learning_rate")
   _check(o.lr_scaling in ("linear", "sqrt"), f"config.optim.lr_scaling="

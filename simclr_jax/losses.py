@@ -18,6 +18,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
+from simclr_jax import losses_chunked
+
 # Subtracted from the self-similarity logits; the reference's LARGE_NUM.
 LARGE_NUM = 1e9
 # Epsilon of tf.math.l2_normalize (on the squared norm).
@@ -32,20 +34,18 @@ def _l2_normalize(x: jnp.ndarray) -> jnp.ndarray:
   return x * lax.rsqrt(jnp.maximum(sq, _L2_EPSILON))
 
 
-def _nt_xent_local(
+def _anchors_and_candidates(
     hidden: jnp.ndarray,
     *,
-    temperature: float,
-    hidden_norm: bool = True,
-    axis_name: Any = None,
-) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
-  """This device's share of the loss, before any cross-device averaging.
+    hidden_norm: bool,
+    axis_name: Any,
+) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+  """Local anchors `h1, h2`, gathered candidates `h1_all, h2_all`, labels.
 
-  Returns `(loss, logits_ab, labels)`: `loss` is the mean over the local
-  anchors of `loss_a + loss_b`, `logits_ab` the (n, N_g) view-1 vs view-2
-  logits of the local anchors and `labels` the column of each positive.
-  Everything is computed in float32 whatever the input dtype, so bf16
-  projections do not lose the 1e9 mask or the softmax to rounding.
+  Shared by the unchunked and chunked losses. Everything is float32 whatever
+  the input dtype, so bf16 projections do not lose the 1e9 mask or the
+  softmax to rounding. `labels` is the column of each local anchor's
+  positive among the candidates.
   """
   if hidden.ndim != 2 or hidden.shape[0] % 2:
     raise ValueError(
@@ -67,8 +67,26 @@ def _nt_xent_local(
     both = lax.all_gather(jnp.stack([h1, h2]), axis_name, axis=1, tiled=True)
     h1_all, h2_all = both[0], both[1]
     offset = lax.axis_index(axis_name) * n
+  return h1, h2, h1_all, h2_all, offset + jnp.arange(n)
+
+
+def _nt_xent_local(
+    hidden: jnp.ndarray,
+    *,
+    temperature: float,
+    hidden_norm: bool = True,
+    axis_name: Any = None,
+) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+  """This device's share of the loss, before any cross-device averaging.
+
+  Returns `(loss, logits_ab, labels)`: `loss` is the mean over the local
+  anchors of `loss_a + loss_b`, `logits_ab` the (n, N_g) view-1 vs view-2
+  logits of the local anchors and `labels` the column of each positive.
+  Computed in float32 (see `_anchors_and_candidates`).
+  """
+  h1, h2, h1_all, h2_all, labels = _anchors_and_candidates(
+      hidden, hidden_norm=hidden_norm, axis_name=axis_name)
   n_global = h1_all.shape[0]
-  labels = offset + jnp.arange(n)
   masks = jax.nn.one_hot(labels, n_global, dtype=jnp.float32)
 
   logits_aa = h1 @ h1_all.T / temperature - masks * LARGE_NUM
@@ -104,6 +122,7 @@ def nt_xent(
     temperature: float,
     hidden_norm: bool = True,
     axis_name: str | None = None,
+    chunk_size: int = 0,
 ) -> tuple[jnp.ndarray, Metrics]:
   """SimCLR's NT-Xent loss (reference convention: not halved).
 
@@ -114,6 +133,11 @@ def nt_xent(
     hidden_norm: L2-normalise the rows first (cosine similarity).
     axis_name: mapped axis (e.g. inside `jax.shard_map`) to gather negatives
       over; None for a single device.
+    chunk_size: 0 computes all (n, N_g) logits at once; > 0 takes the N_g
+      candidates of each view `chunk_size` columns at a time with an online
+      log-sum-exp and recomputes each block in the backward pass, so loss
+      memory is O(n * chunk_size) instead of O(n * N_g) (same values to
+      float32 rounding; see `losses_chunked`). Must divide N_g.
 
   Returns:
     `(loss, metrics)` as float32 scalars; `metrics` holds `contrast_acc` and
@@ -121,13 +145,20 @@ def nt_xent(
     (every device holds the same number of anchors), so they equal the
     single-device values on the global batch.
   """
-  loss, logits_ab, labels = _nt_xent_local(
-      hidden,
-      temperature=temperature,
-      hidden_norm=hidden_norm,
-      axis_name=axis_name,
-  )
-  metrics = _contrast_metrics(logits_ab, labels)
+  if chunk_size:
+    h1, h2, h1_all, h2_all, labels = _anchors_and_candidates(
+        hidden, hidden_norm=hidden_norm, axis_name=axis_name)
+    loss, metrics = losses_chunked.chunked_nt_xent(
+        h1, h2, h1_all, h2_all, labels, temperature=temperature,
+        chunk_size=chunk_size, mask_value=LARGE_NUM)
+  else:
+    loss, logits_ab, labels = _nt_xent_local(
+        hidden,
+        temperature=temperature,
+        hidden_norm=hidden_norm,
+        axis_name=axis_name,
+    )
+    metrics = _contrast_metrics(logits_ab, labels)
   if axis_name is not None:
     loss = lax.pmean(loss, axis_name)
     metrics = lax.pmean(metrics, axis_name)
@@ -142,13 +173,15 @@ def sharded_nt_xent(
     temperature: float,
     hidden_norm: bool = True,
     axis: str = "data",
+    chunk_size: int = 0,
 ) -> tuple[jnp.ndarray, Metrics]:
   """NT-Xent on global projections sharded along the batch over `axis`.
 
   `z1` and `z2` are the (N, d) projections of view 1 and view 2, row i of
   both being the same image. Each device takes its N / |axis| rows of each
   as anchors and the whole batch as candidates. Returns the replicated loss
-  and metrics; differentiable and usable inside `jax.jit`.
+  and metrics; differentiable and usable inside `jax.jit`. `chunk_size` as
+  in `nt_xent` (must divide N, the global number of pairs).
   """
   if z1.shape != z2.shape or z1.ndim != 2:
     raise ValueError(
@@ -160,6 +193,11 @@ def sharded_nt_xent(
     raise ValueError(
         f"The batch of {z1.shape[0]} pairs does not split evenly over the "
         f"{num_shards} devices of mesh axis {axis!r}."
+    )
+  if chunk_size < 0 or (chunk_size and z1.shape[0] % chunk_size):
+    raise ValueError(
+        f"loss chunk_size={chunk_size} must be 0 (unchunked) or a positive "
+        f"divisor of the global batch of {z1.shape[0]} pairs."
     )
 
   if axis in mesh.explicit_axes:
@@ -175,6 +213,7 @@ def sharded_nt_xent(
         temperature=temperature,
         hidden_norm=hidden_norm,
         axis_name=axis,
+        chunk_size=chunk_size,
     )
 
   # check_vma stays on (the default) so JAX verifies that the loss really is

@@ -123,7 +123,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       model=setup.model, tx=setup.make_tx(state.params),
       view_cfgs=setup.view_cfgs, temperature=config.loss.temperature,
       hidden_norm=config.loss.hidden_norm, mesh=setup.mesh,
-      schedule=setup.schedule, num_classes=setup.info.num_classes)
+      schedule=setup.schedule, num_classes=setup.info.num_classes,
+      chunk_size=config.loss.chunk_size)
   batches = data_lib.prefetch_to_device(
       data_lib.train_batches(
           setup.data_cfg, global_batch_size=config.batch_size,

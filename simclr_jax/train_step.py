@@ -31,8 +31,12 @@ def make_train_step(*, model: Any, tx: optax.GradientTransformation,
                     temperature: float,
                     hidden_norm: bool, mesh: Mesh,
                     schedule: optax.Schedule, num_classes: int,
+                    chunk_size: int = 0,
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-  """Returns the jitted, state-donating step (state, batch) -> (state, metrics)."""
+  """Returns the jitted, state-donating step (state, batch) -> (state, metrics).
+
+  `chunk_size` > 0 computes NT-Xent in candidate blocks (losses.nt_xent).
+  """
   data = NamedSharding(mesh, P(DATA_AXIS))
   replicated = NamedSharding(mesh, P())
 
@@ -52,7 +56,7 @@ def make_train_step(*, model: Any, tx: optax.GradientTransformation,
       z2 = jax.lax.with_sharding_constraint(z[:, 1], data)
       loss, metrics = losses.sharded_nt_xent(
           z1, z2, mesh=mesh, temperature=temperature, hidden_norm=hidden_norm,
-          axis=DATA_AXIS)
+          axis=DATA_AXIS, chunk_size=chunk_size)
       metrics = dict(metrics, contrastive_loss=loss)
       total = loss
       if num_classes:

@@ -38,6 +38,8 @@ def test_default_config_is_valid():
     (dict(optim__momentum=1.0), "momentum"),
     (dict(epochs=0, train_steps=0), "epochs or config.train_steps"),
     (dict(eval__batch_size=12), "eval.batch_size=12 is not divisible"),
+    (dict(loss__chunk_size=1000), "chunk_size=1000 must divide"),
+    (dict(loss__chunk_size=-1), "loss.chunk_size"),
 ])
 def test_bad_values_raise_user_error(overrides, fragment):
   with pytest.raises(UserError, match=None) as info:

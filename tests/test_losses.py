@@ -186,3 +186,112 @@ def test_bad_shapes_raise():
   with pytest.raises(ValueError, match="same"):
     losses.sharded_nt_xent(jnp.ones((8, 4)), jnp.ones((8, 3)),
                            mesh=make_mesh(4), temperature=0.1)
+
+
+# Chunked NT-Xent (chunk_size > 0): the same values with bounded memory.
+
+def _assert_same_loss(got, want):
+  (loss, metrics), grad = got
+  (want_loss, want_metrics), want_grad = want
+  np.testing.assert_allclose(loss, want_loss, rtol=RTOL)
+  for key in ("contrast_acc", "contrast_entropy"):
+    np.testing.assert_allclose(metrics[key], want_metrics[key], rtol=RTOL)
+  assert_close_scaled(grad, want_grad)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 8, 24, 96])
+def test_chunked_matches_unchunked(chunk_size):
+  n, d = 96, 32
+  hidden = jax.random.normal(jax.random.key(4), (2 * n, d))
+  for kwargs in (dict(temperature=0.1), dict(temperature=0.5,
+                                             hidden_norm=False)):
+    _assert_same_loss(loss_and_grad(hidden, chunk_size=chunk_size, **kwargs),
+                      loss_and_grad(hidden, **kwargs))
+
+
+@pytest.mark.parametrize("index,chunk_size", [(0, 4), (1, 8), (2, 16), (3, 16)])
+def test_chunked_reference_cases(reference, index, chunk_size):
+  case, ref = reference[index]
+  (loss, metrics), grad = loss_and_grad(
+      jnp.asarray(ref["hidden"]), temperature=case["temperature"],
+      hidden_norm=case["hidden_norm"], chunk_size=chunk_size)
+  np.testing.assert_allclose(loss, ref["loss"], rtol=RTOL)
+  assert_close_scaled(grad, ref["grad"])
+  for key in ("contrast_acc", "contrast_entropy"):
+    np.testing.assert_allclose(metrics[key], ref[key], rtol=RTOL)
+
+
+@pytest.mark.parametrize("chunk_size", [8, 32, 128])
+def test_chunked_sharded_matches_single_device(chunk_size):
+  n, d = 128, 64
+  hidden = jax.random.normal(jax.random.key(5), (2 * n, d))
+  want = loss_and_grad(hidden, temperature=0.2)
+  mesh = make_mesh(8)
+
+  @jax.jit
+  def sharded(z1, z2):
+    fn = lambda a, b: losses.sharded_nt_xent(
+        a, b, mesh=mesh, temperature=0.2, chunk_size=chunk_size)
+    return jax.value_and_grad(fn, argnums=(0, 1), has_aux=True)(z1, z2)
+
+  (loss, metrics), (g1, g2) = sharded(hidden[:n], hidden[n:])
+  _assert_same_loss(((loss, metrics), jnp.concatenate([g1, g2])), want)
+
+
+def test_chunked_argmax_ties_and_uniform_entropy():
+  """All logits equal: argmax picks column 0 (as jnp.argmax), so only the
+  anchor whose positive is column 0 counts; softmax(ab) is uniform."""
+  n = 32
+  hidden = jnp.ones((2 * n, 8))
+  for chunk_size in (0, 4, 32):
+    _, metrics = losses.nt_xent(hidden, temperature=0.5, chunk_size=chunk_size)
+    np.testing.assert_allclose(metrics["contrast_acc"], 1 / n, rtol=RTOL)
+    np.testing.assert_allclose(metrics["contrast_entropy"],
+                               -math.log(1 / n + 1e-8), rtol=RTOL)
+
+
+def test_chunked_bf16_input(reference):
+  case, ref = reference[1]
+  hidden = jnp.asarray(ref["hidden"], jnp.bfloat16)
+  kwargs = dict(temperature=case["temperature"], hidden_norm=case["hidden_norm"])
+  (loss, metrics), grad = loss_and_grad(hidden, chunk_size=8, **kwargs)
+  assert loss.dtype == jnp.float32 and grad.dtype == jnp.bfloat16
+  assert all(v.dtype == jnp.float32 for v in metrics.values())
+  (want, _), _ = loss_and_grad(hidden, **kwargs)
+  np.testing.assert_allclose(loss, want, rtol=RTOL)
+
+
+def test_chunked_memory_is_bounded():
+  """Compile-only: with the backward pass rematerialised, the chunked loss +
+  gradient needs far less scratch than the (n, N) logits of the unchunked
+  one (without jax.checkpoint, scan would keep every block's logits)."""
+  n, d = 2048, 16
+  mesh = make_mesh(8)
+  spec = jax.ShapeDtypeStruct(
+      (n, d), jnp.float32,
+      sharding=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
+          "data")))
+
+  def temp_bytes(chunk_size):
+    fn = lambda a, b: losses.sharded_nt_xent(
+        a, b, mesh=mesh, temperature=0.1, chunk_size=chunk_size)
+    compiled = jax.jit(jax.value_and_grad(
+        fn, argnums=(0, 1), has_aux=True)).lower(spec, spec).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  block = (n // 8) * n * 4  # one (n_local, N) float32 logits block
+  unchunked, chunked = temp_bytes(0), temp_bytes(128)
+  assert unchunked > 4 * block
+  assert chunked < block
+
+
+def test_bad_chunk_size_raises():
+  hidden = jnp.ones((16, 4))
+  for chunk_size in (3, 16, -1):
+    with pytest.raises(ValueError, match="chunk_size"):
+      losses.nt_xent(hidden, temperature=0.1, chunk_size=chunk_size)
+  for chunk_size in (3, -2):
+    with pytest.raises(ValueError, match="chunk_size"):
+      losses.sharded_nt_xent(jnp.ones((8, 4)), jnp.ones((8, 4)),
+                             mesh=make_mesh(4), temperature=0.1,
+                             chunk_size=chunk_size)
