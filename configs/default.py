@@ -31,6 +31,7 @@ def get_config():
 
   c.loss.temperature = 0.2
   c.optim.base_learning_rate = 1.0
+  c.optim.lr_scaling = "linear"
   c.optim.warmup_epochs = 1.0
   c.optim.weight_decay = 1e-4
 

@@ -60,30 +60,39 @@ def extract_features(feature_fn: Callable, variables: dict,
 
 def recalibrate_batch_stats(model: Any, variables: dict,
                             batches: Iterable[dict], mesh: Mesh,
-                            image_size: int) -> dict:
+                            image_size: int, max_batches: int = 20) -> dict:
   """Re-estimates BN running statistics on data (for the random encoder).
 
   A freshly initialised network has running mean 0 / variance 1, which says
-  nothing about real activations; estimating them on training images gives
-  the random baseline a fair inference-mode encoder.
+  nothing about real activations. This averages the batch statistics of up
+  to `max_batches` full batches (padded batches are skipped), with no trace
+  of the initial values left, so the random baseline gets a fair
+  inference-mode encoder.
   """
   data = NamedSharding(mesh, P("data"))
-  replicated = NamedSharding(mesh, P())
+  backbone = model.backbone.clone(bn_momentum=0.0)  # stats = this batch
 
   @jax.jit
-  def update(variables, images):
+  def batch_stats(variables, images):
     x = augment.preprocess_eval(images, image_size=image_size)
-    _, mutated = model.backbone.apply(
-        _backbone_variables(variables), x, train=True,
-        mutable=["batch_stats"])
-    bs = dict(variables["batch_stats"], backbone=mutated["batch_stats"])
-    return dict(variables, batch_stats=bs)
+    _, mutated = backbone.apply(_backbone_variables(variables), x, train=True,
+                                mutable=["batch_stats"])
+    return mutated["batch_stats"]
 
+  total, count = None, 0
   for batch in batches:
-    batch.pop("mask", None)
-    images = data_lib.to_global(batch, data)["image"]
-    variables = update(jax.device_put(variables, replicated), images)
-  return variables
+    if count == max_batches:
+      break
+    if not batch.pop("mask").all():
+      continue
+    stats = batch_stats(variables, data_lib.to_global(batch, data)["image"])
+    total = stats if total is None else jax.tree.map(jnp.add, total, stats)
+    count += 1
+  if not count:
+    return variables
+  mean = jax.tree.map(lambda t: t / count, total)
+  return dict(variables,
+              batch_stats=dict(variables["batch_stats"], backbone=mean))
 
 
 def _normalize(x: jnp.ndarray) -> jnp.ndarray:

@@ -215,7 +215,7 @@ def _evaluate(config: ml_collections.ConfigDict, setup: _Setup,
         setup.model,
         {"params": random_state.params,
          "batch_stats": random_state.batch_stats},
-        _take(eval_batches(setup.data_cfg.train_split), 20), setup.mesh,
+        eval_batches(setup.data_cfg.train_split), setup.mesh,
         config.data.image_size)
     results["random_init"] = scores(variables)
   reporter.print(_results_table(results))
@@ -224,13 +224,6 @@ def _evaluate(config: ml_collections.ConfigDict, setup: _Setup,
     reporter.write_scalars(step, {f"eval/{name}/{k}": v
                                   for k, v in res.items()})
   return results
-
-
-def _take(iterator, n: int):
-  for i, item in enumerate(iterator):
-    if i >= n:
-      return
-    yield item
 
 
 def _results_table(results: dict[str, dict[str, float]]) -> str:

@@ -59,9 +59,11 @@ def create_optimizer(optim_cfg: ml_collections.ConfigDict,
                      schedule: optax.Schedule,
                      params: Any) -> optax.GradientTransformation:
   """LARS with weight decay and trust ratio masked by parameter path."""
+  decay_mask = optim.kernel_mask if optim_cfg.decay_supervised_head else None
   return optim.lars(schedule, params, weight_decay=optim_cfg.weight_decay,
                     momentum=optim_cfg.momentum,
-                    trust_coefficient=optim_cfg.trust_coefficient)
+                    trust_coefficient=optim_cfg.trust_coefficient,
+                    weight_decay_mask_fn=decay_mask)
 
 
 def make_init_fn(model: models.SimCLRModel, image_size: int,

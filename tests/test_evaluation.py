@@ -58,3 +58,38 @@ def test_linear_probe_near_chance_on_noise():
   acc = evaluation.linear_probe_accuracy(x[:600], y[:600], x[600:], y[600:],
                                          num_classes=4, steps=200)
   assert acc < 0.45
+
+
+def test_recalibrated_stats_are_the_mean_of_full_batch_stats():
+  import jax
+  from jax.sharding import Mesh
+
+  from simclr_jax import models
+
+  model = models.SimCLRModel(
+      backbone=models.ResNet(depth=18, width_multiplier=0.125,
+                             cifar_stem=True),
+      projection_head=models.ProjectionHead(num_layers=2, out_dim=8),
+      num_classes=0)
+  variables = jax.jit(lambda k: model.init(
+      k, np.zeros((2, 8, 8, 3), np.float32), train=False))(
+          jax.random.PRNGKey(0))
+  mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
+  rng = np.random.default_rng(0)
+  full = [{"image": rng.integers(0, 256, (8, 8, 8, 3), np.uint8),
+           "label": np.zeros(8, np.int32), "mask": np.ones(8, bool)}
+          for _ in range(2)]
+  padded = {"image": np.zeros((8, 8, 8, 3), np.uint8),
+            "label": np.zeros(8, np.int32),
+            "mask": np.arange(8) < 3}
+  out = evaluation.recalibrate_batch_stats(
+      model, variables, [dict(b) for b in full] + [padded], mesh, 8)
+  stem_mean = out["batch_stats"]["backbone"]["stem_bn"]["mean"]
+  # First-layer BN input is the stem conv of the raw images: its mean is the
+  # average of the two full batches' means, independent of the init (0).
+  singles = [evaluation.recalibrate_batch_stats(
+      model, variables, [dict(b)], mesh, 8)["batch_stats"]["backbone"][
+          "stem_bn"]["mean"] for b in full]
+  np.testing.assert_allclose(stem_mean, (singles[0] + singles[1]) / 2,
+                             rtol=1e-5, atol=1e-6)
+  assert float(np.abs(stem_mean).max()) > 0

@@ -42,3 +42,14 @@ def test_imagenet_configs_follow_their_preset():
   steps = optim.total_steps(batch_size=v1.batch_size, num_examples=1281167,
                             epochs=v1.epochs)
   assert steps == 31279
+
+
+def test_defaults_are_the_v2_recipe():
+  base = defaults.base_config()
+  assert presets.simclr_v2(defaults.base_config()).to_dict() == base.to_dict()
+
+
+def test_quickstart_and_cifar_keep_their_learning_rates():
+  for name, lr in (("default.py", 1.0), ("cifar10.py", 2.0)):
+    c = runpy.run_path(str(CONFIGS / name))["get_config"]()
+    assert abs(_peak_lr(c) - lr) < 1e-9, name
