@@ -53,3 +53,18 @@ def test_quickstart_and_cifar_keep_their_learning_rates():
   for name, lr in (("default.py", 1.0), ("cifar10.py", 2.0)):
     c = runpy.run_path(str(CONFIGS / name))["get_config"]()
     assert abs(_peak_lr(c) - lr) < 1e-9, name
+
+
+def test_recipe_values():
+  cifar = runpy.run_path(str(CONFIGS / "cifar10.py"))["get_config"]()
+  assert (cifar.model.depth, cifar.model.cifar_stem, cifar.batch_size) == (
+      18, True, 512)
+  assert (cifar.loss.temperature, cifar.augment.color_jitter_strength,
+          cifar.augment.blur_prob, cifar.epochs) == (0.5, 0.5, 0.0, 1000)
+  assert (cifar.optim.base_learning_rate, cifar.optim.lr_scaling) == (
+      1.0, "linear")
+  imagenet = runpy.run_path(str(CONFIGS / "imagenet.py"))["get_config"]()
+  assert (imagenet.optim.warmup_epochs, imagenet.epochs) == (10.0, 100)
+  assert (imagenet.augment.color_jitter_strength,
+          imagenet.augment.blur_prob) == (1.0, 0.5)
+  assert (imagenet.model.cifar_stem, imagenet.data.image_size) == (False, 224)
