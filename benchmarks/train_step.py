@@ -19,7 +19,6 @@ import numpy as np  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from simclr_jax import train  # noqa: E402
-from simclr_jax import train_step as step_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps after warm-up.")
@@ -27,14 +26,9 @@ _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps after warm-up.")
 
 def main(_):
   config = _CONFIG.value
-  setup = train._Setup(config)  # pylint: disable=protected-access
+  setup = train.TrainSetup(config)
   state = setup.init_state(config.seed)
-  step = step_lib.make_train_step(
-      model=setup.model, tx=setup.make_tx(state.params),
-      view_cfgs=setup.view_cfgs, temperature=config.loss.temperature,
-      hidden_norm=config.loss.hidden_norm, mesh=setup.mesh,
-      schedule=setup.schedule, num_classes=setup.info.num_classes,
-      chunk_size=config.loss.chunk_size)
+  step = setup.make_train_step(config.loss, state.params)
   size = config.data.image_size
   rng = np.random.default_rng(0)
   batch = {"image": rng.integers(0, 256, (config.batch_size, size, size, 3),

@@ -42,7 +42,7 @@ def data_config(config: ml_collections.ConfigDict) -> data_lib.DataConfig:
   return data_lib.DataConfig(**config.data.to_dict())
 
 
-class _Setup:
+class TrainSetup:
   """Everything the loop needs, built from the config without side effects."""
 
   def __init__(self, config: ml_collections.ConfigDict):
@@ -76,6 +76,15 @@ class _Setup:
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
                                        sharding=self.replicated), abstract)
 
+  def make_train_step(self, loss_cfg: ml_collections.ConfigDict,
+                      params: Any) -> Any:
+    """The jitted, state-donating pretraining step for this set-up."""
+    return step_lib.make_train_step(
+        model=self.model, tx=self.make_tx(params), view_cfgs=self.view_cfgs,
+        temperature=loss_cfg.temperature, hidden_norm=loss_cfg.hidden_norm,
+        mesh=self.mesh, schedule=self.schedule,
+        num_classes=self.info.num_classes, chunk_size=loss_cfg.chunk_size)
+
   def init_state(self, seed: int) -> ts.TrainState:
     init = jax.jit(self.init_fn, out_shardings=self.replicated)
     return init(jax.random.PRNGKey(seed))
@@ -94,7 +103,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   checkpointing.check_workdir(workdir)
   signature = configlib.model_signature(config)
   checkpointing.check_compatible(workdir, signature)
-  setup = _Setup(config)
+  setup = TrainSetup(config)
 
   # From here on the workdir is written.
   ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints,
@@ -119,12 +128,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       f"process(es); {setup.info.num_train:,} training images, batch "
       f"{config.batch_size}, {setup.total_steps:,} steps.")
 
-  train_step = step_lib.make_train_step(
-      model=setup.model, tx=setup.make_tx(state.params),
-      view_cfgs=setup.view_cfgs, temperature=config.loss.temperature,
-      hidden_norm=config.loss.hidden_norm, mesh=setup.mesh,
-      schedule=setup.schedule, num_classes=setup.info.num_classes,
-      chunk_size=config.loss.chunk_size)
+  train_step = setup.make_train_step(config.loss, state.params)
   batches = data_lib.prefetch_to_device(
       data_lib.train_batches(
           setup.data_cfg, global_batch_size=config.batch_size,
@@ -171,7 +175,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   return results
 
 
-def _evaluate(config: ml_collections.ConfigDict, setup: _Setup,
+def _evaluate(config: ml_collections.ConfigDict, setup: TrainSetup,
               state: ts.TrainState, reporter: Reporter) -> dict[str, Any]:
   """kNN and linear probe for the trained and a random encoder."""
   e = config.eval

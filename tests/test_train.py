@@ -36,6 +36,8 @@ def tiny_config(**data):
   c.model.proj_head_layers = 2
   c.model.proj_out_dim = 16
   c.loss.temperature = 0.5
+  c.optim.base_learning_rate = 0.3
+  c.optim.lr_scaling = "linear"
   c.optim.warmup_epochs = 0.0
   c.batch_size = 32
   c.train_steps = 4
@@ -49,7 +51,7 @@ def tiny_config(**data):
 
 
 def _final_state(workdir, config):
-  setup = train._Setup(config)
+  setup = train.TrainSetup(config)
   ckpt = checkpointing.Checkpointer(workdir, keep=10, every_steps=1)
   try:
     return jax.device_get(ckpt.restore(setup.abstract_state))
@@ -189,6 +191,6 @@ def test_param_count_reported(tmp_path, capsys):
   c.train_steps = 1
   c.eval.enabled = False
   train.train_and_evaluate(c, str(tmp_path / "run"))
-  setup = train._Setup(c)
+  setup = train.TrainSetup(c)
   n = ts.count_params(setup.abstract_state.params["backbone"])
   assert f"({n:,} backbone params)" in capsys.readouterr().out

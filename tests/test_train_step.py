@@ -22,6 +22,8 @@ def _tiny_config() -> ml_collections.ConfigDict:
   c.model.proj_head_layers = 2
   c.model.proj_out_dim = 16
   c.optim.base_learning_rate = 1.0
+  c.optim.lr_scaling = "linear"
+  c.optim.weight_decay = 1e-6
   c.optim.warmup_epochs = 0.0
   return c
 
