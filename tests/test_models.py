@@ -434,3 +434,24 @@ def test_global_bn_across_devices_matches_full_batch():
   num_bn = len({path[:-1] for path in _flat(bb_vars["batch_stats"])})
   assert num_bn == 21  # stem + 2 per block + 4 projection shortcuts
   assert jaxpr.count("psum") >= num_bn
+
+
+def test_bottleneck_stride_sits_on_the_3x3_conv():
+  """ResNet v1.5: the 1x1 conv keeps the size, the 3x3 conv downsamples."""
+  model = ResNet(depth=50, width_multiplier=0.125)
+  x = jnp.zeros((1, 64, 64, 3))
+  variables = jax.eval_shape(
+      lambda: model.init(jax.random.key(0, impl="rbg"), x, train=False))
+  _, state = jax.eval_shape(
+      lambda v: model.apply(v, x, train=False, capture_intermediates=True,
+                            mutable=["intermediates"]), variables)
+  block = state["intermediates"]["stage2_block1"]
+  conv1 = block["conv1"]["__call__"][0].shape
+  conv2 = block["conv2"]["__call__"][0].shape
+  assert conv1[1:3] == (16, 16)     # stage-1 resolution (64 / 4)
+  assert conv2[1:3] == (8, 8)       # halved by the 3x3 conv
+
+
+def test_batch_norm_settings_are_the_reference():
+  for module in (ResNet(), ProjectionHead()):
+    assert module.bn_momentum == 0.9 and module.bn_epsilon == 1e-5
