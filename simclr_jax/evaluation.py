@@ -41,9 +41,15 @@ def make_feature_fn(model: Any, mesh: Mesh, image_size: int) -> Callable:
 
 def extract_features(feature_fn: Callable, variables: dict,
                      batches: Iterable[dict], sharding: NamedSharding,
-                     ) -> tuple[np.ndarray, np.ndarray]:
-  """Runs the encoder over `batches`; returns host (features, labels)."""
+                     max_examples: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """Runs the encoder over `batches`; returns host (features, labels).
+
+  With `max_examples > 0`, stops reading once that many real examples are
+  in (every process stops at the same batch: the count is global) and
+  returns exactly the first `max_examples`.
+  """
   feats, labels = [], []
+  total = 0
   for batch in batches:
     mask = batch.pop("mask")
     global_batch = data_lib.to_global(batch, sharding)
@@ -55,7 +61,11 @@ def extract_features(feature_fn: Callable, variables: dict,
         jax.make_array_from_process_local_data(sharding, mask), tiled=True))
     feats.append(f[m])
     labels.append(lab[m])
-  return np.concatenate(feats), np.concatenate(labels)
+    total += int(m.sum())
+    if max_examples and total >= max_examples:
+      break
+  x, y = np.concatenate(feats), np.concatenate(labels)
+  return (x[:max_examples], y[:max_examples]) if max_examples else (x, y)
 
 
 def recalibrate_batch_stats(model: Any, variables: dict,

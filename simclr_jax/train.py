@@ -188,12 +188,10 @@ def _evaluate(config: ml_collections.ConfigDict, setup: TrainSetup,
         process_index=jax.process_index(), process_count=jax.process_count())
 
   def features(variables, split):
-    x, y = evaluation.extract_features(feature_fn, variables,
+    cap = e.max_train_examples if split == setup.data_cfg.train_split else 0
+    return evaluation.extract_features(feature_fn, variables,
                                        eval_batches(split),
-                                       setup.data_sharding)
-    if split == setup.data_cfg.train_split and e.max_train_examples:
-      x, y = x[:e.max_train_examples], y[:e.max_train_examples]
-    return x, y
+                                       setup.data_sharding, max_examples=cap)
 
   def scores(variables) -> dict[str, float]:
     tr_x, tr_y = features(variables, setup.data_cfg.train_split)

@@ -93,3 +93,26 @@ def test_recalibrated_stats_are_the_mean_of_full_batch_stats():
   np.testing.assert_allclose(stem_mean, (singles[0] + singles[1]) / 2,
                              rtol=1e-5, atol=1e-6)
   assert float(np.abs(stem_mean).max()) > 0
+
+
+def test_extract_features_stops_reading_at_max_examples():
+  import jax
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+  mesh = Mesh(np.array(jax.devices()[:2]), ("data",))
+  sharding = NamedSharding(mesh, P("data"))
+  read = []
+
+  def batches():
+    for i in range(5):
+      read.append(i)
+      yield {"image": np.full((4, 2, 2, 3), i, np.uint8),
+             "label": np.full((4,), i, np.int32), "mask": np.ones(4, bool)}
+
+  fn = jax.jit(lambda v, im: im.reshape(im.shape[0], -1).astype(np.float32))
+  x, y = evaluation.extract_features(fn, {}, batches(), sharding,
+                                     max_examples=6)
+  assert x.shape == (6, 12) and list(y) == [0, 0, 0, 0, 1, 1]
+  assert read == [0, 1]  # the last three batches were never decoded
+  x, _ = evaluation.extract_features(fn, {}, batches(), sharding)
+  assert x.shape == (20, 12)
