@@ -28,6 +28,9 @@ def base_config() -> ml_collections.ConfigDict:
       builtin_seed=0,
       shuffle_buffer=10000,
       cache=False,              # keep decoded images in host memory
+      num_shards=0,             # data order = S reader shards (0: one per
+                                # device); fixed S keeps the order across
+                                # process and device counts
   ))
 
   # On-device augmentation (spec section 5); fields of augment.AugmentConfig.
@@ -59,6 +62,8 @@ def base_config() -> ml_collections.ConfigDict:
       bn_momentum=0.9,
       bn_epsilon=1e-5,
       half_precision=False,     # bfloat16 compute, float32 params/state/loss
+      global_bn=True,           # BN statistics over the global batch (False:
+                                # per device, the reference's other option)
   ))
 
   c.loss = ml_collections.ConfigDict(dict(
