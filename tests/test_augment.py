@@ -155,6 +155,39 @@ def test_sharded_batch_under_jit():
                              atol=1e-6)
 
 
+# Ops of _FULL_ORDER (jitter and blur always on, so each fires) one at a
+# time; with the same key each draws the same randomness as in the pipeline.
+_FULL_ORDER = AugmentConfig(32, color_jitter_prob=1.0, grayscale_prob=0.5,
+                            blur_prob=1.0)
+_ONE_OP = {
+    "crop": dict(_OFF, crop=True),
+    "flip": dict(_OFF, flip=True),
+    "jitter": dict(_OFF, color_jitter_strength=1.0, color_jitter_prob=1.0),
+    "gray": dict(_OFF, grayscale_prob=0.5),
+    "blur": dict(_OFF, blur_prob=1.0),
+}
+
+
+def _compose(order, images, seed):
+  for op in order:
+    images = _run(AugmentConfig(32, **_ONE_OP[op]), images, seed=seed)
+  return images
+
+
+def test_op_order_is_crop_flip_jitter_grayscale_blur():
+  images = np.random.RandomState(8).rand(16, 32, 32, 3).astype(np.float32)
+  full = _run(_FULL_ORDER, images, seed=5)
+  spec = ("crop", "flip", "jitter", "gray", "blur")
+  np.testing.assert_allclose(full, _compose(spec, images, 5), atol=1e-5)
+  # Any swap of two ops that do not commute changes the views. (Flip
+  # commutes with the per-pixel ops and the symmetric blur, and grayscale
+  # with the blur: both linear, on different axes; their order is moot.)
+  for a, b in (("crop", "flip"), ("jitter", "gray"), ("jitter", "blur"),
+               ("crop", "jitter"), ("crop", "blur")):
+    swapped = tuple({a: b, b: a}.get(op, op) for op in spec)
+    assert np.abs(full - _compose(swapped, images, 5)).max() > 0.05, (a, b)
+
+
 # ---------------------------------------------------------------- crops ---
 
 
@@ -352,6 +385,24 @@ def test_blur_support_padding_and_probability():
   white = out[n // 2:][blurred[n // 2:]]
   np.testing.assert_allclose(white[:, r:-r, r:-r], 1.0, atol=1e-6)
   assert white[:, 0, 0].min() < 0.7
+
+
+def test_blur_sigma_is_uniform_between_0_1_and_2():
+  # Blurring an impulse leaves k0 * k at its row, k the normalised 1-D
+  # kernel, so the ratio of neighbour to centre, exp(-1 / (2 sigma^2)),
+  # gives each view's sigma back.
+  n, c = 4000, 16
+  impulses = np.zeros((n, 32, 32, 3), np.float32)
+  impulses[:, c, c] = 1.0
+  out = _run(AugmentConfig(32, **dict(_OFF, blur_prob=1.0)), impulses)
+  ratio = out[:, c, c + 1, 0].astype(np.float64) / out[:, c, c, 0]
+  sigma = np.sqrt(-0.5 / np.log(ratio))
+  assert sigma.min() >= 0.1 - 1e-4 and sigma.max() <= 2.0 + 1e-4
+  assert sigma.min() < 0.11 and sigma.max() > 1.99
+  # Kolmogorov-Smirnov distance to U[0.1, 2.0] (1% critical value 0.026).
+  cdf = (np.sort(sigma) - 0.1) / 1.9
+  above, below = np.arange(1, n + 1) / n - cdf, cdf - np.arange(n) / n
+  assert max(above.max(), below.max()) < 0.026
 
 
 @pytest.mark.parametrize("sigma, size", [(0.6, 32), (1.7, 224)])

@@ -333,3 +333,34 @@ def test_sgd_nesterov_matches_keras_formula():
         v = momentum * v - lr * g
         w = w + momentum * v - lr * g
       np.testing.assert_allclose(got["head_supervised"][leaf], w, rtol=1e-5)
+
+
+def test_lars_zero_gradient_norm_gets_unit_trust_ratio():
+  """||g|| = 0 after weight decay: the ratio must not be |w| / 0.
+
+  Leaf 'a' gets g = -wd * w, so its decayed gradient is exactly 0: a trust
+  ratio of 1 (any finite value) adds nothing and the update is pure momentum,
+  whereas an unguarded ratio (inf) would turn it into NaN. Leaf 'b' gets
+  g = 0 but is decayed, so ||g|| is the norm of wd * w (taken after the decay,
+  as in the reference) and the ratio is coef / wd, not 1. (With g = 0 the
+  ratio only multiplies zeros, so 1 and 0 cannot be told apart.)
+  """
+  rng = np.random.default_rng(1)
+  params = {name: {"kernel": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)}
+            for name in ("a", "b")}
+  lr, wd, coef, momentum = 0.5, 1e-2, 1e-3, 0.9
+  opt = optim.lars(lr, params, weight_decay=wd, momentum=momentum,
+                   trust_coefficient=coef)
+  state = opt.init(params)
+  first = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape),
+                                             jnp.float32), params)
+  u1, state = opt.update(first, state, params)
+  params = optax.apply_updates(params, u1)
+  w_a, w_b = params["a"]["kernel"], params["b"]["kernel"]
+  second = {"a": {"kernel": -(wd * w_a)}, "b": {"kernel": jnp.zeros_like(w_b)}}
+  u2, _ = opt.update(second, state, params)
+  np.testing.assert_array_equal(u2["a"]["kernel"],
+                                momentum * u1["a"]["kernel"])
+  np.testing.assert_allclose(u2["b"]["kernel"],
+                             momentum * u1["b"]["kernel"] - lr * coef * w_b,
+                             rtol=1e-5)
