@@ -1,0 +1,181 @@
+"""Every shipped config validates for the hardware it is meant for, and the
+distributed recipes agree with the numbers and commands in
+docs/distributed.md."""
+
+import pathlib
+import re
+import runpy
+
+import pytest
+
+from simclr_jax import configlib
+from simclr_jax import defaults
+from simclr_jax import optim
+from simclr_jax.errors import UserError
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+DOC = ROOT / "docs" / "distributed.md"
+IMAGENET_TRAIN = 1281167
+
+# (devices, processes) layouts each config is meant to run on.
+LAYOUTS = {
+    "default.py": [(1, 1), (8, 1)],
+    "cifar10.py": [(1, 1), (8, 1)],
+    "imagenet.py": [(8, 1), (32, 4)],
+    "imagenet_v2.py": [(8, 1), (32, 4)],
+    "tpu_v3.py": [(32, 4)],
+    "tpu_v3_8.py": [(8, 1)],
+    "tpu_v3_32.py": [(32, 4)],
+    "gpu_8.py": [(8, 1)],
+    "gpu_multinode.py": [(32, 4), (32, 32)],
+}
+
+# Rows of the batch-arithmetic table in docs/distributed.md:
+# (config, label suffix, global B, devices, per device, processes,
+#  per process, host batch, steps / epoch, steps for 100 epochs).
+TABLE = [
+    ("tpu_v3_8.py", "", 1024, 8, 128, 1, 1024, "147 MiB", "1251.1", 125114),
+    ("tpu_v3_32.py", "", 4096, 32, 128, 4, 1024, "147 MiB", "312.8", 31279),
+    ("gpu_8.py", "", 4096, 8, 512, 1, 4096, "588 MiB", "312.8", 31279),
+    ("gpu_multinode.py", "", 4096, 32, 128, 4, 1024, "147 MiB", "312.8",
+     31279),
+    ("gpu_multinode.py", ", one process per GPU", 4096, 32, 128, 32, 128,
+     "18 MiB", "312.8", 31279),
+]
+RECIPES = ("tpu_v3_8.py", "tpu_v3_32.py", "gpu_8.py", "gpu_multinode.py")
+
+
+def _load(name):
+  return runpy.run_path(str(CONFIGS / name))["get_config"]()
+
+
+def _flat(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[prefix + k] = v
+  return out
+
+
+def _changed(config, base) -> dict:
+  """Keys whose value differs between two configs, with the new value."""
+  a, b = _flat(config.to_dict()), _flat(base.to_dict())
+  assert set(a) == set(b)
+  return {k: a[k] for k in a if a[k] != b[k]}
+
+
+def _peak_lr(c):
+  return optim.scaled_learning_rate(c.optim.base_learning_rate, c.batch_size,
+                                    c.optim.lr_scaling)
+
+
+def test_every_config_has_a_layout():
+  names = {p.name for p in CONFIGS.glob("*.py") if p.name != "__init__.py"}
+  assert names == set(LAYOUTS), "add new configs to LAYOUTS"
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_config_validates_for_its_layouts(name):
+  c = _load(name)
+  for devices, processes in LAYOUTS[name]:
+    configlib.validate(c, device_count=devices, process_count=processes)
+    assert c.eval.batch_size % processes == 0
+    if c.data.num_shards:
+      assert c.data.num_shards % processes == 0
+      assert c.batch_size % c.data.num_shards == 0
+
+
+def test_validate_rejects_a_recipe_on_the_wrong_device_count():
+  with pytest.raises(UserError, match="24 devices"):
+    configlib.validate(_load("gpu_multinode.py"), device_count=24,
+                       process_count=4)
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipes_are_resnet50_imagenet_v1_in_bfloat16(name):
+  c = _load(name)
+  assert c.model.depth == 50 and c.model.width_multiplier == 1.0
+  assert c.model.proj_head_layers == 2 and c.loss.temperature == 0.1
+  assert c.model.half_precision and c.model.global_bn
+  assert (c.data.name, c.data.image_size, c.epochs) == ("imagenet2012", 224,
+                                                        100)
+  assert c.data.num_shards == 32
+  assert 0 < c.checkpoint_every_steps <= 1000
+  assert c.eval.max_train_examples == 100_000
+
+
+def test_recipes_batch_and_learning_rate():
+  for name in ("tpu_v3_32.py", "gpu_8.py", "gpu_multinode.py"):
+    c = _load(name)
+    assert c.batch_size == 4096, name
+    assert abs(_peak_lr(c) - 4.8) < 1e-9, name
+  v3_8 = _load("tpu_v3_8.py")
+  assert v3_8.batch_size == 1024  # 128 per core, as on the v3-32
+  assert abs(_peak_lr(v3_8) - 2.4) < 1e-9
+  v3_8.batch_size = 4096  # the same rule gives the v1 recipe's lr at 4096
+  assert abs(_peak_lr(v3_8) - 4.8) < 1e-9
+
+
+def test_recipes_are_small_diffs_of_the_imagenet_config():
+  imagenet = _load("imagenet.py")
+  common = {"model.half_precision": True, "data.num_shards": 32,
+            "eval.batch_size": 4096, "eval.max_train_examples": 100_000}
+  assert _changed(_load("tpu_v3_32.py"), imagenet) == common
+  assert _changed(_load("gpu_8.py"), imagenet) == dict(
+      common, checkpoint_every_steps=500)
+  assert _changed(_load("gpu_multinode.py"), _load("gpu_8.py")) == {
+      "distributed.timeout_s": 600}
+  assert _changed(_load("tpu_v3_8.py"), _load("tpu_v3_32.py")) == {
+      "batch_size": 1024, "optim.base_learning_rate": 0.075,
+      "optim.lr_scaling": "sqrt", "eval.batch_size": 1024}
+  assert _load("tpu_v3.py").to_dict() == _load("tpu_v3_32.py").to_dict()
+
+
+@pytest.mark.parametrize("row", TABLE, ids=lambda r: r[0] + r[1])
+def test_batch_arithmetic_matches_config_and_docs(row):
+  (name, suffix, batch, devices, per_device, processes, per_process,
+   host_batch, per_epoch, steps) = row
+  c = _load(name)
+  assert (devices, processes) in LAYOUTS[name]
+  assert c.batch_size == batch
+  assert batch // devices == per_device and batch % devices == 0
+  assert batch // processes == per_process and batch % processes == 0
+  assert f"{per_process * 224 * 224 * 3 / 2**20:.0f} MiB" == host_batch
+  assert f"{IMAGENET_TRAIN / batch:.1f}" == per_epoch
+  assert optim.total_steps(batch_size=batch, num_examples=IMAGENET_TRAIN,
+                           epochs=c.epochs) == steps
+  label = f"| `configs/{name}`{suffix} |"
+  rows = [l for l in DOC.read_text().splitlines() if l.startswith(label)
+          and l.count("|") == 10]
+  assert len(rows) == 1, label
+  cells = [x.strip() for x in rows[0].split("|")[2:-1]]
+  assert cells == [str(batch), str(devices), str(per_device), str(processes),
+                   str(per_process), host_batch, per_epoch, str(steps)]
+
+
+def test_doc_config_paths_exist():
+  paths = set(re.findall(r"--config[ =](\S+\.py)", DOC.read_text()))
+  assert {f"configs/{n}" for n in RECIPES} <= paths
+  for path in paths:
+    assert (ROOT / path).is_file(), path
+
+
+def test_doc_config_overrides_are_real_keys():
+  keys = set(re.findall(r"--config\.([a-z_.]+)=", DOC.read_text()))
+  assert "distributed.coordinator_address" in keys
+  flat = _flat(defaults.base_config().to_dict())
+  for key in keys:
+    assert key in flat, key
+
+
+def test_doc_environment_variables_are_read_by_the_code():
+  source = (ROOT / "simclr_jax" / "distributed.py").read_text()
+  names = set(re.findall(r"SIMCLR_[A-Z_]+", DOC.read_text()))
+  assert names == {"SIMCLR_COORDINATOR_ADDRESS", "SIMCLR_NUM_PROCESSES",
+                   "SIMCLR_PROCESS_ID"}
+  for name in names | {"SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE",
+                       "TPU_WORKER_HOSTNAMES"}:
+    assert name in source, name
