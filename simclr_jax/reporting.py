@@ -1,13 +1,24 @@
-"""Progress lines on stdout and scalars in TensorBoard, from process 0 only."""
+"""Progress lines on stdout; scalars in TensorBoard and metrics.jsonl.
+
+Everything is written from process 0 only. `metrics.jsonl` in the workdir is
+a plain append-only log, one JSON object per report (`{"step": int, "time":
+unix seconds, name: value, ...}`), that `simclr_jax.plots` turns into PNGs
+without TensorFlow. Each line is written and closed at once, so a crashed or
+preempted run keeps its curve; a resumed run appends, and readers keep the
+last value when a step repeats.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 from typing import Mapping
 
 import jax
-from clu import metric_writers
+
+METRICS_FILE = "metrics.jsonl"
 
 
 def format_duration(seconds: float) -> str:
@@ -18,7 +29,8 @@ def format_duration(seconds: float) -> str:
 
 
 class Reporter:
-  """Writes metrics to TensorBoard and a human progress line to stdout.
+  """Writes metrics to TensorBoard and metrics.jsonl, and a human progress
+  line to stdout.
 
   Throughput and ETA come from the interval since the previous report (the
   first interval also holds compilation, so its ETA is pessimistic).
@@ -29,8 +41,14 @@ class Reporter:
     self.is_main = jax.process_index() == 0
     self.total_steps = total_steps
     self.batch_size = batch_size
-    self._writer = (metric_writers.SummaryWriter(workdir) if self.is_main
-                    else None)
+    self._writer = None
+    self._metrics_path = None
+    if self.is_main:
+      # clu pulls in TensorFlow; importing it here keeps `simclr_jax.plots`
+      # (which only needs METRICS_FILE) quick to start.
+      from clu import metric_writers  # pylint: disable=g-import-not-at-top
+      self._writer = metric_writers.SummaryWriter(workdir)
+      self._metrics_path = os.path.join(workdir, METRICS_FILE)
     self._last_step = start_step
     self._last_time = time.time()
     self._rate = None  # steps / second
@@ -48,8 +66,7 @@ class Reporter:
     scalars = dict(metrics)
     if self._rate:
       scalars["images_per_sec"] = self._rate * self.batch_size
-    if self._writer is not None:
-      self._writer.write_scalars(step, scalars)
+    self._write(step, scalars, now)
     pct = 100.0 * step / max(self.total_steps, 1)
     parts = [f"step {step}/{self.total_steps} ({pct:4.1f}%)"]
     for key in ("contrastive_loss", "contrast_acc", "contrast_entropy",
@@ -63,8 +80,19 @@ class Reporter:
     self.print(" | ".join(parts))
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
-    if self._writer is not None:
-      self._writer.write_scalars(step, dict(scalars))
+    """Writes extra scalars (eval, monitors) without a progress line."""
+    self._write(step, dict(scalars), time.time())
+
+  def _write(self, step: int, scalars: dict[str, float], now: float) -> None:
+    if self._writer is None:
+      return
+    self._writer.write_scalars(step, scalars)
+    record = {"step": int(step), "time": round(now, 3)}
+    for key, value in scalars.items():
+      record.setdefault(key, float(value))
+    # Opened per line: the line is in the file even if the process dies next.
+    with open(self._metrics_path, "a", encoding="utf-8") as f:
+      f.write(json.dumps(record) + "\n")
 
   def close(self) -> None:
     if self._writer is not None:

@@ -1,5 +1,6 @@
-"""Progress lines and TensorBoard scalars."""
+"""Progress lines, TensorBoard scalars and metrics.jsonl."""
 
+import json
 import os
 
 from simclr_jax import reporting
@@ -25,3 +26,50 @@ def test_report_prints_progress_and_writes_events(tmp_path, capsys):
   assert "ETA" in lines[1]
   events = [f for f in os.listdir(tmp_path) if "tfevents" in f]
   assert events and os.path.getsize(tmp_path / events[0]) > 0
+
+
+def _records(workdir):
+  with open(workdir / reporting.METRICS_FILE) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_metrics_jsonl_has_one_line_per_report(tmp_path):
+  r = reporting.Reporter(str(tmp_path), total_steps=100, batch_size=64)
+  r.report(10, {"contrastive_loss": 5.5, "contrast_acc": 0.25})
+  # Written before close: a run that dies now still has its curve.
+  assert [rec["step"] for rec in _records(tmp_path)] == [10]
+  r.report(20, {"contrastive_loss": 5.0, "contrast_acc": 0.5})
+  r.write_scalars(20, {"eval/trained/knn_accuracy": 0.75})
+  r.close()
+  recs = _records(tmp_path)
+  assert [rec["step"] for rec in recs] == [10, 20, 20]
+  assert set(recs[1]) == {"step", "time", "contrastive_loss", "contrast_acc",
+                          "images_per_sec"}
+  assert recs[1]["contrastive_loss"] == 5.0 and recs[1]["images_per_sec"] > 0
+  assert set(recs[2]) == {"step", "time", "eval/trained/knn_accuracy"}
+  assert recs[2]["eval/trained/knn_accuracy"] == 0.75
+  assert recs[0]["time"] <= recs[1]["time"] <= recs[2]["time"]
+
+
+def test_resumed_reporter_appends(tmp_path):
+  r = reporting.Reporter(str(tmp_path), total_steps=40, batch_size=8)
+  r.report(10, {"contrastive_loss": 3.0})
+  r.report(20, {"contrastive_loss": 2.0})
+  r.close()
+  r = reporting.Reporter(str(tmp_path), total_steps=40, batch_size=8,
+                         start_step=10)
+  r.report(20, {"contrastive_loss": 1.5})
+  r.close()
+  recs = _records(tmp_path)
+  assert [(rec["step"], rec["contrastive_loss"]) for rec in recs] == [
+      (10, 3.0), (20, 2.0), (20, 1.5)]
+
+
+def test_only_process_zero_writes(tmp_path, monkeypatch, capsys):
+  monkeypatch.setattr(reporting.jax, "process_index", lambda: 1)
+  r = reporting.Reporter(str(tmp_path), total_steps=10, batch_size=8)
+  r.report(5, {"contrastive_loss": 1.0})
+  r.write_scalars(5, {"eval/trained/knn_accuracy": 0.5})
+  r.close()
+  assert os.listdir(tmp_path) == []
+  assert capsys.readouterr().out == ""
