@@ -2,9 +2,9 @@
 
 Used at the end of pretraining to compare the trained encoder with a randomly
 initialised one of the same architecture. Everything heavy runs on device:
-features are computed sharded over the mesh, kNN scores are taken in query
-chunks against the whole bank, and the probe is a full-batch softmax
-regression fitted with Adam inside one `lax.scan`.
+features are computed sharded over the mesh, kNN runs in query and bank
+chunks (`knn.py`), and the probe is a full-batch softmax regression fitted
+with Adam inside one `lax.scan` (`probe.py` has the validated L-BFGS probe).
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from simclr_jax import augment
 from simclr_jax import data as data_lib
+from simclr_jax import knn
 
 
-def _backbone_variables(variables: dict) -> dict:
+def backbone_variables(variables: dict) -> dict:
+  """The encoder's own {'params', 'batch_stats'} out of SimCLRModel variables."""
   return {"params": variables["params"]["backbone"],
           "batch_stats": variables["batch_stats"]["backbone"]}
 
@@ -34,7 +36,7 @@ def make_feature_fn(model: Any, mesh: Mesh, image_size: int) -> Callable:
 
   def features(variables, images):
     x = augment.preprocess_eval(images, image_size=image_size)
-    return model.backbone.apply(_backbone_variables(variables), x, train=False)
+    return model.backbone.apply(backbone_variables(variables), x, train=False)
 
   return jax.jit(features, in_shardings=(replicated, data), out_shardings=data)
 
@@ -85,7 +87,7 @@ def recalibrate_batch_stats(model: Any, variables: dict,
   @jax.jit
   def batch_stats(variables, images):
     x = augment.preprocess_eval(images, image_size=image_size)
-    _, mutated = backbone.apply(_backbone_variables(variables), x, train=True,
+    _, mutated = backbone.apply(backbone_variables(variables), x, train=True,
                                 mutable=["batch_stats"])
     return mutated["batch_stats"]
 
@@ -105,34 +107,17 @@ def recalibrate_batch_stats(model: Any, variables: dict,
               batch_stats=dict(variables["batch_stats"], backbone=mean))
 
 
-def _normalize(x: jnp.ndarray) -> jnp.ndarray:
-  return x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + 1e-12)
-
-
 def knn_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
                  test_y: np.ndarray, *, num_classes: int, k: int = 200,
                  temperature: float = 0.1, chunk: int = 1024) -> float:
-  """Cosine kNN with votes weighted by exp(similarity / temperature)."""
-  k = min(k, len(train_x))
-  bank = _normalize(jnp.asarray(train_x, jnp.float32))
-  bank_y = jnp.asarray(train_y, jnp.int32)
+  """Top-1 of cosine kNN with votes weighted by exp(similarity / temperature).
 
-  @jax.jit
-  def predict(q):
-    sims = _normalize(q) @ bank.T
-    top, idx = jax.lax.top_k(sims, k)
-    votes = jax.nn.one_hot(bank_y[idx], num_classes) * jnp.exp(
-        top / temperature)[..., None]
-    return jnp.argmax(votes.sum(axis=1), axis=-1)
-
-  correct = 0
-  for start in range(0, len(test_x), chunk):
-    q = test_x[start:start + chunk]
-    pad = chunk - len(q)
-    q = np.pad(q, ((0, pad), (0, 0))) if pad else q
-    pred = np.asarray(predict(jnp.asarray(q, jnp.float32)))[:chunk - pad]
-    correct += int((pred == test_y[start:start + chunk]).sum())
-  return correct / len(test_x)
+  `chunk` is the query chunk; the bank is streamed in chunks too (knn.py).
+  """
+  scores = knn.knn_classify(train_x, train_y, test_x, test_y,
+                            num_classes=num_classes, ks=(k,),
+                            temperature=temperature, query_chunk=chunk)
+  return scores[f"knn_top1_k{k}"]
 
 
 def linear_probe_accuracy(train_x: np.ndarray, train_y: np.ndarray,

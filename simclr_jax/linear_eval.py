@@ -1,0 +1,234 @@
+"""The paper's linear evaluation: a linear classifier on a frozen encoder.
+
+Protocol (SIMCLR_SPEC.md section 6): the encoder runs with BatchNorm in
+inference mode and gets no gradient (its variables are a constant argument of
+the step; only the `SupervisedHead` parameters are in the optimiser); each
+training image gets a random crop and flip on device (augment preset
+"crop_flip", one key per example from its global index); SGD with Nesterov
+momentum 0.9, learning rate base x B / 256 with cosine decay and no warmup;
+weight decay on the head's kernel only (0 for CIFAR, 1e-6 for ImageNet).
+
+The step and eval builders below are generic in a `forward` function, so
+fine-tuning can reuse them with a trainable encoder:
+`forward(params, batch_stats, frozen, images, train) -> (logits, batch_stats)`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Iterator
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from simclr_jax import augment
+from simclr_jax import data as data_lib
+from simclr_jax import evaluation
+from simclr_jax import optim
+from simclr_jax import views
+from simclr_jax.errors import UserError
+from simclr_jax.models import SupervisedHead
+from simclr_jax.train_step import DATA_AXIS
+
+Forward = Callable[[Any, Any, Any, jnp.ndarray, bool],
+                   tuple[jnp.ndarray, Any]]
+
+
+@flax.struct.dataclass
+class SupervisedState:
+  step: jnp.ndarray   # int32 scalar
+  params: Any         # what the optimiser updates
+  opt_state: Any
+  batch_stats: Any    # state the forward pass updates ({} when frozen)
+  rng: jnp.ndarray    # base key; step keys fold in `step`
+
+
+def augmented_view(step_key: jax.Array, images: jnp.ndarray,
+                   config: augment.AugmentConfig) -> jnp.ndarray:
+  """One random view per image; keys from global example indices, so the
+  result does not depend on how the batch is split over devices."""
+  keys = views.example_keys(step_key, images.shape[0])[:, 0]
+  return jax.vmap(lambda k, im: augment.augment_image(k, im, config=config))(
+      keys, images)
+
+
+def topk_hits(logits: jnp.ndarray, labels: jnp.ndarray,
+              mask: jnp.ndarray) -> dict[str, jnp.ndarray]:
+  """Counts of top-1 / top-min(5, C) hits and of real examples (mask)."""
+  top = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+  hit5 = (top == labels[:, None]).any(-1) & mask
+  hit1 = (top[:, 0] == labels) & mask
+  return {"top1": hit1.sum(), "top5": hit5.sum(), "count": mask.sum()}
+
+
+def make_supervised_train_step(
+    forward: Forward, tx: optax.GradientTransformation, mesh: Mesh,
+    augment_config: augment.AugmentConfig,
+    schedule: optax.Schedule | None = None) -> Callable:
+  """Jitted (state, frozen, batch) -> (state, metrics); the state is donated.
+
+  Cross-entropy on an augmented view of batch['image'] (uint8) against
+  batch['label']; gradients reach `state.params` only.
+  """
+  data = NamedSharding(mesh, P(DATA_AXIS))
+  replicated = NamedSharding(mesh, P())
+
+  def step(state: SupervisedState, frozen: Any, batch: dict):
+    labels = batch["label"]
+    key = jax.random.fold_in(state.rng, state.step)
+    x = jax.lax.with_sharding_constraint(
+        augmented_view(key, batch["image"], augment_config), data)
+
+    def loss_fn(params):
+      logits, batch_stats = forward(params, state.batch_stats, frozen, x, True)
+      loss = optax.softmax_cross_entropy_with_integer_labels(
+          logits.astype(jnp.float32), labels).mean()
+      return loss, (logits, batch_stats)
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    metrics = {"loss": loss,
+               "top1": jnp.mean(jnp.argmax(logits, -1) == labels)}
+    if schedule is not None:
+      metrics["learning_rate"] = schedule(state.step)
+    return state.replace(step=state.step + 1,
+                         params=optax.apply_updates(state.params, updates),
+                         opt_state=opt_state, batch_stats=batch_stats), metrics
+
+  return jax.jit(step, in_shardings=(replicated, replicated, data),
+                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
+def make_supervised_eval_step(forward: Forward, mesh: Mesh,
+                              image_size: int) -> Callable:
+  """Jitted (params, batch_stats, frozen, batch) -> topk_hits counts, on the
+  deterministic eval view (centre crop, resize); batch needs 'mask'."""
+  data = NamedSharding(mesh, P(DATA_AXIS))
+  replicated = NamedSharding(mesh, P())
+
+  def step(params, batch_stats, frozen, batch):
+    x = augment.preprocess_eval(batch["image"], image_size=image_size)
+    logits, _ = forward(params, batch_stats, frozen, x, False)
+    return topk_hits(logits, batch["label"], batch["mask"])
+
+  return jax.jit(step, in_shardings=(replicated,) * 3 + (data,),
+                 out_shardings=replicated)
+
+
+def evaluate(eval_step: Callable, params: Any, batch_stats: Any, frozen: Any,
+             batches: Iterable[dict], mesh: Mesh) -> dict[str, float]:
+  """Top-1/top-5 over the real (mask) examples of `batches` (per-process
+  numpy from data.eval_batches, or global arrays)."""
+  data = NamedSharding(mesh, P(DATA_AXIS))
+  total = None
+  for batch in batches:
+    batch = _global(batch, ("image", "label", "mask"), data)
+    hits = eval_step(params, batch_stats, frozen, batch)
+    total = hits if total is None else jax.tree.map(jnp.add, total, hits)
+  if total is None or int(total["count"]) == 0:
+    raise UserError("the evaluation split produced no examples; check "
+                    "config.data.eval_split.")
+  count = int(total["count"])
+  return {"top1": int(total["top1"]) / count,
+          "top5": int(total["top5"]) / count, "count": count}
+
+
+def _global(batch: dict, keys: tuple[str, ...],
+            sharding: NamedSharding) -> dict:
+  batch = {k: batch[k] for k in keys}
+  if isinstance(batch["image"], jax.Array):
+    return batch
+  return data_lib.to_global(batch, sharding)
+
+
+def linear_forward(model: Any, num_classes: int) -> Forward:
+  """Frozen encoder (inference BN, stop-gradient) -> SupervisedHead logits;
+  `frozen` is the encoder's {'params', 'batch_stats'}."""
+  head = SupervisedHead(num_classes)
+
+  def forward(params, batch_stats, frozen, x, train):
+    del train  # the encoder always runs in inference mode
+    h = jax.lax.stop_gradient(model.backbone.apply(frozen, x, train=False))
+    return head.apply({"params": params}, h), batch_stats
+
+  return forward
+
+
+def train_linear(model: Any, variables: dict,
+                 train_batches: Iterator[dict], *, mesh: Mesh,
+                 num_classes: int, steps: int, batch_size: int,
+                 image_size: int, base_learning_rate: float = 0.1,
+                 lr_scaling: str = "linear", weight_decay: float = 0.0,
+                 momentum: float = 0.9, seed: int = 0,
+                 augment_preset: str = "crop_flip",
+                 log_fn: Callable[[int, dict[str, float]], None] | None = None,
+                 log_every: int = 100) -> Any:
+  """Trains a linear head on the frozen encoder; returns the head params.
+
+  `variables` are the SimCLRModel's {'params', 'batch_stats'} (never
+  modified); `train_batches` yields global batches of `batch_size` (uint8
+  images, int labels) as from data.train_batches, per-process numpy or
+  already on device. `log_fn(step, means)` gets the loss, train top-1 and
+  learning rate averaged over every `log_every` steps.
+  """
+  if num_classes < 1 or steps < 1:
+    raise UserError(f"linear evaluation needs labelled data and steps >= 1; "
+                    f"got num_classes={num_classes}, steps={steps}.")
+  data = NamedSharding(mesh, P(DATA_AXIS))
+  replicated = NamedSharding(mesh, P())
+  frozen = jax.device_put(evaluation.backbone_variables(variables), replicated)
+  schedule = optim.learning_rate_schedule(
+      base_learning_rate=base_learning_rate, batch_size=batch_size,
+      num_examples=batch_size, epochs=steps, warmup_epochs=0.0,
+      scaling=lr_scaling, train_steps=steps)
+  forward = linear_forward(model, num_classes)
+  dim = jax.eval_shape(lambda v: model.backbone.apply(
+      v, jnp.zeros((1, image_size, image_size, 3)), train=False),
+                       frozen).shape[-1]
+  tx = optim.sgd_nesterov(schedule, momentum=momentum,
+                          weight_decay=weight_decay)
+
+  def init(key):
+    params = SupervisedHead(num_classes).init(key, jnp.zeros((1, dim)))
+    return SupervisedState(
+        step=jnp.zeros((), jnp.int32), params=params["params"],
+        opt_state=tx.init(params["params"]), batch_stats={},
+        rng=jax.random.fold_in(key, 1))
+
+  state = jax.jit(init, out_shardings=replicated)(jax.random.PRNGKey(seed))
+  train_step = make_supervised_train_step(
+      forward, tx, mesh, augment.make_augment_config(augment_preset,
+                                                     image_size), schedule)
+  history = []
+  for step in range(1, steps + 1):
+    batch = _global(next(train_batches), ("image", "label"), data)
+    if batch["label"].shape[0] != batch_size:
+      raise UserError(
+          f"linear evaluation got a global batch of {batch['label'].shape[0]}"
+          f" examples but batch_size={batch_size} (used for the learning "
+          "rate); make them agree.")
+    state, metrics = train_step(state, frozen, batch)
+    if log_fn is None:
+      continue
+    history.append(metrics)
+    if step % log_every == 0 or step == steps:
+      host = jax.device_get(history)
+      history.clear()
+      log_fn(step, {k: float(np.mean([h[k] for h in host])) for k in host[0]})
+  return state.params
+
+
+def evaluate_linear(model: Any, variables: dict, head_params: Any,
+                    eval_batches: Iterable[dict], *, mesh: Mesh,
+                    num_classes: int, image_size: int) -> dict[str, float]:
+  """Top-1 / top-5 of the linear head over the real examples of
+  `eval_batches` (from data.eval_batches: 'image', 'label', 'mask')."""
+  replicated = NamedSharding(mesh, P())
+  frozen = jax.device_put(evaluation.backbone_variables(variables), replicated)
+  step = make_supervised_eval_step(linear_forward(model, num_classes), mesh,
+                                   image_size)
+  return evaluate(step, head_params, {}, frozen, eval_batches, mesh)

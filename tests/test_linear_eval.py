@@ -1,0 +1,119 @@
+"""Linear evaluation on a frozen encoder: frozen really is frozen, it learns,
+and the evaluation counts only real examples."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+
+from simclr_jax import augment
+from simclr_jax import evaluation
+from simclr_jax import linear_eval
+from simclr_jax import models
+from simclr_jax.errors import UserError
+
+SIZE, CLASSES, BATCH = 16, 4, 32
+# One colour per class: a random conv net separates these easily.
+COLOURS = np.array([[220, 40, 40], [40, 200, 40], [40, 40, 220],
+                    [220, 220, 40]], np.float32)
+
+
+def _images(rng, labels):
+  noise = rng.normal(0, 25, (len(labels), SIZE, SIZE, 3))
+  return np.clip(COLOURS[labels][:, None, None] + noise, 0,
+                 255).astype(np.uint8)
+
+
+def _train_batches(seed):
+  rng = np.random.default_rng(seed)
+  while True:
+    labels = rng.integers(0, CLASSES, BATCH).astype(np.int32)
+    yield {"image": _images(rng, labels), "label": labels}
+
+
+@pytest.fixture(scope="module")
+def setup():
+  model = models.SimCLRModel(
+      backbone=models.ResNet(depth=18, width_multiplier=0.125,
+                             cifar_stem=True),
+      projection_head=models.ProjectionHead(num_layers=2, out_dim=8),
+      num_classes=0)
+  variables = jax.jit(lambda k: model.init(
+      k, jnp.zeros((2, SIZE, SIZE, 3)), train=False))(jax.random.PRNGKey(0))
+  mesh = Mesh(np.array(jax.devices()), ("data",))
+  before = jax.device_get(variables)
+  logs = []
+  # A random encoder's features are tiny (norm ~0.3), hence the large rate.
+  head = linear_eval.train_linear(
+      model, variables, _train_batches(0), mesh=mesh, num_classes=CLASSES,
+      steps=30, batch_size=BATCH, image_size=SIZE, base_learning_rate=100.0,
+      weight_decay=1e-6, seed=0, log_fn=lambda s, m: logs.append((s, m)),
+      log_every=10)
+  return model, variables, before, mesh, head, logs
+
+
+def test_encoder_variables_stay_bit_identical(setup):
+  _, variables, before, _, _, _ = setup
+  after = jax.device_get(variables)   # also fails if a buffer was donated
+  leaves_before = jax.tree_util.tree_leaves_with_path(before)
+  leaves_after = jax.tree_util.tree_leaves_with_path(after)
+  assert [p for p, _ in leaves_before] == [p for p, _ in leaves_after]
+  for (path, a), (_, b) in zip(leaves_before, leaves_after):
+    assert np.array_equal(a, b), path
+
+
+def test_loss_decreases_and_the_head_classifies(setup):
+  model, variables, _, mesh, head, logs = setup
+  assert [s for s, _ in logs] == [10, 20, 30]
+  first, last = logs[0][1], logs[-1][1]
+  assert last["loss"] < 0.7 * first["loss"], logs
+  assert last["learning_rate"] < first["learning_rate"]  # cosine decay
+  assert set(head) == {"linear"}   # only the head was trained
+  rng = np.random.default_rng(1)
+  labels = rng.integers(0, CLASSES, 64).astype(np.int32)
+  batches = [{"image": _images(rng, labels[i:i + 32]),
+              "label": labels[i:i + 32], "mask": np.ones(32, bool)}
+             for i in (0, 32)]
+  out = linear_eval.evaluate_linear(model, variables, head, batches,
+                                    mesh=mesh, num_classes=CLASSES,
+                                    image_size=SIZE)
+  assert out["count"] == 64
+  assert out["top1"] >= 0.9, out
+  assert out["top5"] >= out["top1"]
+
+
+def test_evaluation_counts_only_masked_in_examples(setup):
+  model, variables, _, mesh, head, _ = setup
+  rng = np.random.default_rng(2)
+  labels = rng.integers(0, CLASSES, 40).astype(np.int32)
+  images = _images(rng, labels)
+  # Two batches of 32; the second has 8 real rows and 24 padded ones whose
+  # image says class 0 and whose label is -1.
+  pad_images = np.concatenate([images[32:], _images(rng, np.zeros(24, int))])
+  batches = [
+      {"image": images[:32], "label": labels[:32], "mask": np.ones(32, bool)},
+      {"image": pad_images,
+       "label": np.concatenate([labels[32:], np.full(24, -1, np.int32)]),
+       "mask": np.arange(32) < 8}]
+  out = linear_eval.evaluate_linear(model, variables, head, batches,
+                                    mesh=mesh, num_classes=CLASSES,
+                                    image_size=SIZE)
+  # Reference: the same model applied directly to the 40 real images.
+  x = augment.preprocess_eval(images, image_size=SIZE)
+  h = model.backbone.apply(evaluation.backbone_variables(variables), x,
+                           train=False)
+  logits = np.asarray(models.SupervisedHead(CLASSES).apply(
+      {"params": head}, h))
+  order = np.argsort(-logits, axis=1, kind="stable")
+  assert out["count"] == 40
+  assert out["top1"] == pytest.approx((order[:, 0] == labels).mean())
+  assert out["top5"] == 1.0   # 4 classes: top-5 holds them all
+
+
+def test_batch_size_mismatch_is_a_user_error(setup):
+  model, variables, _, mesh, _, _ = setup
+  with pytest.raises(UserError, match="batch_size=64"):
+    linear_eval.train_linear(model, variables, _train_batches(0), mesh=mesh,
+                             num_classes=CLASSES, steps=1, batch_size=64,
+                             image_size=SIZE)
