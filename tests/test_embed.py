@@ -1,0 +1,212 @@
+"""Embeddings export: folder walking, decoding, sharded encoding, the CLI."""
+
+import contextlib
+import io
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from simclr_jax import augment
+from simclr_jax import embed
+from simclr_jax import pretrained
+from simclr_jax.data import sources
+from test_pretrained import shared_tiny_run
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# name -> (mode, height, width); 16 px is the run's size (no resize).
+IMAGES = {
+    "top.jpg": ("RGB", 23, 31),
+    "a/rgb16.png": ("RGB", 16, 16),
+    "a/gray16.png": ("L", 16, 16),
+    "a/b/rgba.PNG": ("RGBA", 40, 25),
+    "a/b/c/wide.JPEG": ("RGB", 12, 50),
+    "a/b/small.bmp": ("RGB", 9, 11),
+    "z/anim.gif": ("RGB", 20, 20),
+}
+CORRUPT = "a/b/broken.jpg"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  return shared_tiny_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory):
+  root = tmp_path_factory.mktemp("images")
+  rng = np.random.default_rng(0)
+  for name, (mode, h, w) in IMAGES.items():
+    channels = {"L": (), "RGB": (3,), "RGBA": (4,)}[mode]
+    pixels = rng.integers(0, 256, (h, w) + channels, np.uint8)
+    (root / name).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels, mode).save(root / name)
+  (root / CORRUPT).write_bytes(b"\xff\xd8 this is not a jpeg")
+  (root / "notes.txt").write_text("not an image")
+  (root / ".hidden.png").write_bytes(b"ignored")
+  return str(root)
+
+
+@pytest.fixture(scope="module")
+def loaded(run_dir):
+  return pretrained.load_pretrained(run_dir)
+
+
+@pytest.fixture(scope="module")
+def cli_result(run_dir, image_dir, tmp_path_factory):
+  """Runs the CLI once in-process: (exit code, stdout, stderr, npz path)."""
+  out = str(tmp_path_factory.mktemp("out") / "sub" / "emb.npz")
+  before = _snapshot(run_dir)
+  stdout, stderr = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+    code = embed.main(["--checkpoint", run_dir, "--images", image_dir,
+                       "--out", out, "--batch_size", "4", "--projection"])
+  assert _snapshot(run_dir) == before, "embedding wrote into the run dir"
+  return code, stdout.getvalue(), stderr.getvalue(), out
+
+
+def _snapshot(path):
+  return {os.path.join(d, f): os.path.getmtime(os.path.join(d, f))
+          for d, _, files in os.walk(path) for f in files}
+
+
+def _direct(loaded, images, size=16):
+  """The encoder and head applied to uint8 images without any sharding."""
+  variables = jax.device_get(loaded.variables)
+  x = augment.preprocess_eval(np.stack(images), image_size=size)
+  out = loaded.model.apply(variables, x, train=False)
+  return np.asarray(out["representation"]), np.asarray(out["projection"])
+
+
+def test_find_images_walks_nested_mixed_case(image_dir):
+  assert embed.find_images(image_dir) == sorted([*IMAGES, CORRUPT])
+
+
+def test_cli_writes_sorted_embeddings_and_reports_skips(cli_result):
+  code, stdout, stderr, out = cli_result
+  assert code == 0, stderr
+  with np.load(out) as data:
+    assert list(data["filenames"]) == sorted(IMAGES)
+    assert data["representation"].shape == (len(IMAGES), 64)
+    assert data["representation"].dtype == np.float32
+    assert data["projection"].shape == (len(IMAGES), 16)
+    assert np.isfinite(data["representation"]).all()
+  skipped = [l for l in stderr.splitlines() if l.startswith("skipped")]
+  assert len(skipped) == 1 and skipped[0].startswith(f"skipped {CORRUPT}: ")
+  assert f"Embedded {len(IMAGES)} images, skipped 1 unreadable" in stdout
+  assert f"{len(IMAGES) + 1}/{len(IMAGES) + 1} files (1 skipped)" in stderr
+
+
+def test_rows_equal_encoder_applied_directly(cli_result, loaded, image_dir):
+  _, _, _, out = cli_result
+  with np.load(out) as data:
+    names = list(data["filenames"])
+    rep, proj = data["representation"], data["projection"]
+  # Run-size PNGs need no resize: decode them independently with PIL.
+  pil = [np.asarray(Image.open(os.path.join(image_dir, n)).convert("RGB"))
+         for n in ("a/gray16.png", "a/rgb16.png")]
+  # Other sizes and formats go through the training resize.
+  resized = [sources.decode_file(tf.constant(os.path.join(image_dir, n)),
+                                 16).numpy()
+             for n in ("a/b/rgba.PNG", "a/b/c/wide.JPEG")]
+  want_rep, want_proj = _direct(loaded, pil + resized)
+  rows = [names.index(n) for n in ("a/gray16.png", "a/rgb16.png",
+                                   "a/b/rgba.PNG", "a/b/c/wide.JPEG")]
+  np.testing.assert_allclose(rep[rows], want_rep, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(proj[rows], want_proj, rtol=1e-5, atol=1e-5)
+
+
+def test_batch_size_and_padding_do_not_change_rows(cli_result, loaded,
+                                                   image_dir):
+  _, _, _, out = cli_result
+  result = embed.embed_images(loaded, image_dir, batch_size=3)
+  assert result.projection is None
+  assert result.skipped[0][0] == CORRUPT and len(result.skipped) == 1
+  with np.load(out) as data:
+    assert result.filenames == list(data["filenames"])
+    np.testing.assert_allclose(result.representation, data["representation"],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_image_size_override(loaded, image_dir):
+  result = embed.embed_images(loaded, image_dir, image_size=24)
+  image = sources.decode_file(
+      tf.constant(os.path.join(image_dir, "top.jpg")), 24).numpy()
+  want, _ = _direct(loaded, [image], size=24)
+  row = result.filenames.index("top.jpg")
+  np.testing.assert_allclose(result.representation[row], want[0], rtol=1e-5,
+                             atol=1e-5)
+
+
+def _run_main(capsys, *argv):
+  code = embed.main(list(argv))
+  return code, capsys.readouterr().err
+
+
+def _assert_one_error(code, stderr, *fragments):
+  assert code == 2, stderr
+  errors = [l for l in stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1, stderr
+  assert "Traceback" not in stderr
+  for fragment in fragments:
+    assert fragment in errors[0], errors[0]
+
+
+def test_bad_input_is_one_error_line(run_dir, image_dir, tmp_path, capsys):
+  out = str(tmp_path / "e.npz")
+  empty = tmp_path / "empty" / "sub"
+  empty.mkdir(parents=True)
+  (empty / "readme.txt").write_text("no images here")
+  blocker = tmp_path / "file"
+  blocker.write_text("x")
+  cases = [
+      (["--images", str(tmp_path / "absent"), "--out", out],
+       ["absent", "does not exist"]),
+      (["--images", str(tmp_path / "empty"), "--out", out], ["no images"]),
+      (["--images", image_dir, "--out", str(blocker / "e.npz")],
+       ["is a file, not a directory", "--out"]),
+      (["--images", image_dir, "--out", str(tmp_path)], ["is a directory"]),
+      (["--images", image_dir, "--out", out, "--batch_size", "0"],
+       ["--batch_size=0"]),
+  ]
+  for args, fragments in cases:
+    _assert_one_error(*_run_main(capsys, "--checkpoint", run_dir, *args),
+                      *fragments)
+  not_run = tmp_path / "not_a_run"
+  not_run.mkdir()
+  _assert_one_error(*_run_main(capsys, "--checkpoint", str(not_run),
+                               "--images", image_dir, "--out", out),
+                    "not a simclr_jax run directory")
+  assert not os.path.exists(out)
+  with pytest.raises(SystemExit) as e:
+    embed.main(["--images", image_dir])
+  _assert_one_error(e.value.code, capsys.readouterr().err, "--checkpoint")
+
+
+def test_all_files_corrupt_is_an_error(run_dir, tmp_path, capsys):
+  images = tmp_path / "images"
+  images.mkdir()
+  (images / "a.png").write_bytes(b"garbage")
+  (images / "b.JPG").write_bytes(b"")
+  out = tmp_path / "e.npz"
+  _assert_one_error(*_run_main(capsys, "--checkpoint", run_dir, "--images",
+                               str(images), "--out", str(out)),
+                    "none of the 2 image files")
+  assert not out.exists()
+
+
+def test_module_entry_point(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+      [sys.executable, "-m", "simclr_jax.embed", "--checkpoint",
+       str(tmp_path / "nope"), "--images", str(tmp_path), "--out",
+       str(tmp_path / "e.npz")], cwd=ROOT, env=env, capture_output=True,
+      text=True, timeout=300)
+  _assert_one_error(proc.returncode, proc.stderr, "does not exist")

@@ -1,0 +1,169 @@
+"""Loading a pretraining run directory: config, architecture check, restore."""
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from simclr_jax import checkpointing
+from simclr_jax import configlib
+from simclr_jax import pretrained
+from simclr_jax import train
+from simclr_jax.errors import UserError
+from test_train import tiny_config
+
+
+def tiny_run_config():
+  """Two steps, one checkpoint, no evaluation: the fastest real run."""
+  c = tiny_config()
+  c.train_steps = 2
+  c.eval.enabled = False
+  return c
+
+
+def shared_tiny_run(tmp_path_factory) -> str:
+  """A finished tiny run, trained once per test session (test_embed uses it
+  too); tests must copy it before changing anything in it."""
+  workdir = str(tmp_path_factory.getbasetemp() / "shared_tiny_run")
+  if not os.path.exists(os.path.join(workdir, "results.json")):
+    shutil.rmtree(workdir, ignore_errors=True)
+    train.train_and_evaluate(tiny_run_config(), workdir)
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  return shared_tiny_run(tmp_path_factory)
+
+
+def _snapshot(path):
+  return {p: (os.path.getmtime(os.path.join(d, p)), os.path.getsize(
+      os.path.join(d, p))) for d, _, files in os.walk(path) for p in files}
+
+
+def _copy(run_dir, tmp_path):
+  target = str(tmp_path / "copy")
+  shutil.copytree(run_dir, target)
+  return target
+
+
+def test_load_run_config_round_trips(run_dir):
+  config = pretrained.load_run_config(run_dir)
+  assert config.to_dict() == tiny_run_config().to_dict()
+  assert pretrained.run_signature(run_dir) == configlib.model_signature(
+      tiny_run_config())
+
+
+def test_old_run_without_new_keys_loads_with_defaults(run_dir, tmp_path):
+  copy = _copy(run_dir, tmp_path)
+  path = os.path.join(copy, checkpointing.RUN_CONFIG)
+  with open(path) as f:
+    payload = json.load(f)
+  del payload["config"]["loss"]["chunk_size"]     # a key added later
+  payload["config"]["model"]["retired_option"] = 1  # a key removed since
+  with open(path, "w") as f:
+    json.dump(payload, f)
+  config = pretrained.load_run_config(copy)
+  assert config.loss.chunk_size == 0
+  assert "retired_option" not in config.model
+  assert config.augment.crop_area == (0.08, 1.0)  # JSON list back to tuple
+
+
+def test_load_pretrained_matches_checkpoint_and_writes_nothing(run_dir):
+  before = _snapshot(run_dir)
+  loaded = pretrained.load_pretrained(run_dir)
+  assert _snapshot(run_dir) == before
+  assert loaded.step == 2
+  assert loaded.num_classes == 10 and loaded.image_size == 16
+  for leaf in jax.tree.leaves(loaded.variables):
+    assert leaf.sharding.is_fully_replicated
+    assert len(leaf.sharding.device_set) == jax.device_count()
+
+  setup = train.TrainSetup(tiny_run_config())
+  ckpt = checkpointing.Checkpointer(run_dir, keep=10, every_steps=1)
+  try:
+    state = jax.device_get(ckpt.restore(setup.abstract_state))
+  finally:
+    ckpt.close()
+  expected = {"params": state.params, "batch_stats": state.batch_stats}
+  got = jax.device_get(loaded.variables)
+  assert jax.tree.structure(got) == jax.tree.structure(expected)
+  jax.tree.map(np.testing.assert_array_equal, got, expected)
+
+  images = np.random.default_rng(0).random((2, 16, 16, 3), np.float32)
+  out = loaded.model.apply(got, images, train=False)
+  assert out["representation"].shape == (2, 64)
+  assert out["projection"].shape == (2, 16)
+
+
+def test_expected_architecture_mismatch_names_keys(run_dir):
+  with pytest.raises(UserError) as e:
+    pretrained.load_pretrained(run_dir, expect={"depth": 50,
+                                                "width_multiplier": 0.125})
+  message = str(e.value)
+  assert "checkpoint has model.depth=18, config asks for 50" in message
+  assert "width_multiplier" not in message
+
+
+def test_check_architecture_lists_every_difference():
+  run = configlib.model_signature(tiny_run_config())
+  wanted = dict(run, depth=50, image_size=32)
+  with pytest.raises(UserError, match="model.depth=18, config asks for 50; "
+                     "checkpoint has data.image_size=16, config asks for 32"):
+    pretrained.check_architecture(run, wanted)
+  pretrained.check_architecture(run, dict(run))  # equal: no error
+
+
+@pytest.mark.parametrize("mutate, fragment", [
+    (lambda d: shutil.rmtree(d), "does not exist"),
+    (lambda d: os.remove(os.path.join(d, checkpointing.RUN_CONFIG)),
+     "not a simclr_jax run directory"),
+    (lambda d: shutil.rmtree(os.path.join(d, "checkpoints")),
+     "has no checkpoint"),
+])
+def test_not_a_run_dir(run_dir, tmp_path, mutate, fragment):
+  copy = _copy(run_dir, tmp_path)
+  mutate(copy)
+  with pytest.raises(UserError, match=fragment):
+    pretrained.load_pretrained(copy)
+  if fragment == "has no checkpoint":  # and it must not create one
+    assert not os.path.exists(os.path.join(copy, "checkpoints"))
+
+
+def test_missing_step_lists_available(run_dir):
+  with pytest.raises(UserError, match="no checkpoint for step 7; available "
+                     "steps: 2"):
+    pretrained.load_pretrained(run_dir, step=7)
+
+
+def test_damaged_checkpoint_is_a_user_error(run_dir, tmp_path):
+  copy = _copy(run_dir, tmp_path)
+  data = os.path.join(copy, "checkpoints", "2", "default")
+  for dirpath, _, files in os.walk(data):
+    for name in files:
+      if os.path.basename(dirpath) == "d":  # the array chunks
+        with open(os.path.join(dirpath, name), "wb") as f:
+          f.write(b"xx")
+  with pytest.raises(UserError, match="checkpoints/2 cannot be read"):
+    pretrained.load_pretrained(copy)
+
+
+def test_checkpoint_of_another_architecture_is_refused(run_dir, tmp_path):
+  copy = _copy(run_dir, tmp_path)
+  path = os.path.join(copy, checkpointing.RUN_CONFIG)
+  with open(path) as f:
+    payload = json.load(f)
+  payload["config"]["model"]["width_multiplier"] = 0.25
+  payload["model_signature"]["width_multiplier"] = 0.25
+  with open(path, "w") as f:
+    json.dump(payload, f)
+  with pytest.raises(UserError, match="cannot be restored into the model"):
+    pretrained.load_pretrained(copy)
+  payload["model_signature"]["width_multiplier"] = 0.125
+  with open(path, "w") as f:
+    json.dump(payload, f)
+  with pytest.raises(UserError, match="contradicts itself .*width_multiplier"):
+    pretrained.load_pretrained(copy)
