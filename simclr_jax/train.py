@@ -63,6 +63,7 @@ class TrainSetup:
         num_examples=self.info.num_train, epochs=config.epochs,
         train_steps=config.train_steps)
     self.model = ts.create_model(config.model, self.info.num_classes)
+    self.global_bn = config.model.global_bn
     self.make_tx = lambda params: ts.create_optimizer(
         config.optim, self.schedule, params)
     self.init_fn = ts.make_init_fn(self.model, config.data.image_size,
@@ -83,7 +84,8 @@ class TrainSetup:
         model=self.model, tx=self.make_tx(params), view_cfgs=self.view_cfgs,
         temperature=loss_cfg.temperature, hidden_norm=loss_cfg.hidden_norm,
         mesh=self.mesh, schedule=self.schedule,
-        num_classes=self.info.num_classes, chunk_size=loss_cfg.chunk_size)
+        num_classes=self.info.num_classes, chunk_size=loss_cfg.chunk_size,
+        global_bn=self.global_bn)
 
   def init_state(self, seed: int) -> ts.TrainState:
     init = jax.jit(self.init_fn, out_shardings=self.replicated)
@@ -133,7 +135,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       data_lib.train_batches(
           setup.data_cfg, global_batch_size=config.batch_size,
           seed=config.seed, process_index=jax.process_index(),
-          process_count=jax.process_count(), start_step=start_step),
+          process_count=jax.process_count(), start_step=start_step,
+          # 0: one reader shard per device, so the order depends on the
+          # device count but never on the process count.
+          num_shards=config.data.num_shards or jax.device_count()),
       setup.data_sharding)
 
   history: list[dict] = []

@@ -2,7 +2,8 @@
 
 One call: two augmented views per image (on device, one key per example and
 view), a forward pass over both views together (BatchNorm statistics over the
-whole global batch, since the model runs under jit on globally sharded data),
+whole global batch, since the model runs under jit on globally sharded data;
+or, with `global_bn=False`, over each device's part of it),
 NT-Xent with all-gathered negatives inside `shard_map`, the online linear
 probe on the stop-gradient representation, and a LARS update. The state is
 donated so params and optimiser state are updated in place.
@@ -31,14 +32,17 @@ def make_train_step(*, model: Any, tx: optax.GradientTransformation,
                     temperature: float,
                     hidden_norm: bool, mesh: Mesh,
                     schedule: optax.Schedule, num_classes: int,
-                    chunk_size: int = 0,
+                    chunk_size: int = 0, global_bn: bool = True,
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """Returns the jitted, state-donating step (state, batch) -> (state, metrics).
 
-  `chunk_size` > 0 computes NT-Xent in candidate blocks (losses.nt_xent).
+  `chunk_size` > 0 computes NT-Xent in candidate blocks (losses.nt_xent);
+  `global_bn=False` normalises with per-device batch statistics
+  (`forward_fn`).
   """
   data = NamedSharding(mesh, P(DATA_AXIS))
   replicated = NamedSharding(mesh, P())
+  forward = forward_fn(model, mesh, global_bn=global_bn)
 
   def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     images, labels = batch["image"], batch["label"]
@@ -48,9 +52,8 @@ def make_train_step(*, model: Any, tx: optax.GradientTransformation,
         views.two_views(step_key, images, view_cfgs), data)
 
     def loss_fn(params):
-      out, mutated = model.apply(
-          {"params": params, "batch_stats": state.batch_stats}, x,
-          train=True, mutable=["batch_stats"])
+      out, mutated = forward(
+          {"params": params, "batch_stats": state.batch_stats}, x)
       z = out["projection"].reshape(n, 2, -1)
       z1 = jax.lax.with_sharding_constraint(z[:, 0], data)
       z2 = jax.lax.with_sharding_constraint(z[:, 1], data)
@@ -77,6 +80,31 @@ def make_train_step(*, model: Any, tx: optax.GradientTransformation,
 
   return jax.jit(step, in_shardings=(replicated, data),
                  out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
+def forward_fn(model: Any, mesh: Mesh, *, global_bn: bool = True,
+               ) -> Callable[[dict, jnp.ndarray], tuple[dict, dict]]:
+  """Training-mode forward pass (variables, x) -> (outputs, {'batch_stats'}).
+
+  With `global_bn` the model runs under jit on the globally sharded batch, so
+  BN statistics cover the whole global batch. Without it, the model runs
+  inside `shard_map` on each device's rows (both views of that device's
+  examples), like the reference's per-replica BN; the updated running
+  statistics are then averaged over devices (`pmean`) so the state stays
+  replicated. Parameter gradients are summed over devices by the transpose
+  of the replicated `params` input either way.
+  """
+  if global_bn:
+    return lambda variables, x: model.apply(variables, x, train=True,
+                                            mutable=["batch_stats"])
+
+  def local(variables, x):
+    out, mutated = model.apply(variables, x, train=True,
+                               mutable=["batch_stats"])
+    return out, jax.lax.pmean(mutated, DATA_AXIS)
+
+  return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(DATA_AXIS)),
+                       out_specs=(P(DATA_AXIS), P()))
 
 
 def _probe_loss(logits: jnp.ndarray,
