@@ -89,6 +89,19 @@ def validate(config: ml_collections.ConfigDict, device_count: int,
   _check(config.batch_size % process_count == 0,
          f"config.batch_size={config.batch_size} is not divisible by the "
          f"{process_count} processes.")
+  shards = d.num_shards
+  _positive(shards, "data.num_shards", allow_zero=True)
+  _check(not shards or config.batch_size % shards == 0,
+         f"config.data.num_shards={shards} must divide config.batch_size="
+         f"{config.batch_size} (every batch takes batch_size/num_shards "
+         "examples from each reader shard); use a divisor of "
+         f"{config.batch_size} that is a multiple of the {process_count} "
+         "process(es), or 0 for one shard per device.")
+  _check(not shards or shards % process_count == 0,
+         f"config.data.num_shards={shards} must be a multiple of the "
+         f"{process_count} processes (each process reads whole reader "
+         "shards); use a multiple that divides config.batch_size="
+         f"{config.batch_size}, or 0 for one shard per device.")
   _check(config.epochs > 0 or config.train_steps > 0,
          "set config.epochs or config.train_steps to a positive number.")
   _positive(config.train_steps, "train_steps", allow_zero=True)

@@ -40,11 +40,27 @@ def test_default_config_is_valid():
     (dict(eval__batch_size=12), "eval.batch_size=12 is not divisible"),
     (dict(loss__chunk_size=1000), "chunk_size=1000 must divide"),
     (dict(loss__chunk_size=-1), "loss.chunk_size"),
+    (dict(data__num_shards=-2), "config.data.num_shards=-2 must be >= 0"),
+    (dict(data__num_shards=3), "num_shards=3 must divide config.batch_size"),
 ])
 def test_bad_values_raise_user_error(overrides, fragment):
   with pytest.raises(UserError, match=None) as info:
     configlib.validate(_config(**overrides), device_count=8)
   assert fragment in str(info.value)
+
+
+def test_num_shards_must_split_over_the_processes():
+  configlib.validate(_config(data__num_shards=64), device_count=8,
+                     process_count=4)
+  with pytest.raises(UserError) as info:
+    configlib.validate(_config(data__num_shards=2), device_count=8,
+                       process_count=4)
+  assert "num_shards=2 must be a multiple of the 4 processes" in str(
+      info.value)
+  with pytest.raises(UserError) as info:
+    configlib.validate(_config(batch_size=96, data__num_shards=64),
+                       device_count=8, process_count=4)
+  assert "use a divisor of 96 that is a multiple of the 4" in str(info.value)
 
 
 def test_divisibility_suggests_a_valid_batch():

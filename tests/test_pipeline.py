@@ -1,5 +1,6 @@
 """Tests for per-process batching, global arrays and device prefetch."""
 
+import dataclasses
 import itertools
 import threading
 
@@ -92,6 +93,94 @@ def test_start_step_resumes_where_the_uninterrupted_run_was(start_step):
   for x, y in zip(reference, resumed):
     np.testing.assert_array_equal(x["image"], y["image"])
     np.testing.assert_array_equal(x["label"], y["label"])
+
+
+SHARDED = data.DataConfig(image_size=8, builtin_train_examples=30,
+                          shuffle_buffer=1000, num_shards=4)
+
+
+def _global_batches(num_processes, n, **kwargs):
+  """The first n global batches: local batches concatenated in process
+  order, as `to_global` lays them out."""
+  local = [_take(_train(SHARDED, global_batch_size=16, process_index=p,
+                        process_count=num_processes, **kwargs), n)
+           for p in range(num_processes)]
+  return [{k: np.concatenate([batches[i][k] for batches in local])
+           for k in ("image", "label")} for i in range(n)]
+
+
+def test_global_batches_do_not_depend_on_the_process_count():
+  # 30 examples in 4 reader shards of 7 or 8, blocks of 4: the third batch
+  # straddles every shard's first epoch boundary.
+  one, two, four = (_global_batches(p, 5) for p in (1, 2, 4))
+  for a, b, c in zip(one, two, four):
+    assert a["image"].shape == (16, 8, 8, 3)
+    for key in ("image", "label"):
+      np.testing.assert_array_equal(a[key], b[key])
+      np.testing.assert_array_equal(a[key], c[key])
+  assert len({_keys(b["image"])[0] for b in one}) > 1  # shuffled
+
+
+def test_each_process_reads_only_its_reader_shards():
+  images, _ = builtin.generate(30, 8, builtin.split_seed(0, "train"))
+  keys = _keys(images)
+  one = _global_batches(1, 8)
+  for rows in (b["image"] for b in one):
+    # Block s of every batch comes from reader shard s (examples
+    # [30s/4, 30(s+1)/4) of the split).
+    for s in range(4):
+      index = [keys.index(k) for k in _keys(rows[4 * s:4 * s + 4])]
+      assert all(30 * s // 4 <= i < 30 * (s + 1) // 4 for i in index)
+  for p in range(2):
+    rows = np.concatenate([b["image"] for b in _take(_train(
+        SHARDED, global_batch_size=16, process_index=p, process_count=2),
+        8)])
+    seen = {keys.index(k) for k in _keys(rows)}
+    assert seen == set(range(15 * p, 15 * (p + 1)))  # its half, all of it
+
+
+def test_without_shuffling_batch_k_is_block_k_of_every_shard():
+  images, _ = builtin.generate(30, 8, builtin.split_seed(0, "train"))
+  cfg = dataclasses.replace(SHARDED, shuffle_buffer=0)
+  first, second = _take(_train(cfg, global_batch_size=16), 2)
+  starts = [30 * s // 4 for s in range(4)]  # shards of 7, 8, 7, 8
+  np.testing.assert_array_equal(
+      first["image"], np.concatenate([images[i:i + 4] for i in starts]))
+  np.testing.assert_array_equal(  # shard 0 wraps into its second epoch
+      second["image"][:4], np.concatenate([images[4:7], images[:1]]))
+
+
+def test_num_shards_argument_overrides_the_config():
+  from_cfg = _take(_train(SHARDED, global_batch_size=16), 2)
+  explicit = _take(_train(CFG, global_batch_size=16, num_shards=4), 2)
+  other = _take(_train(SHARDED, global_batch_size=16, num_shards=2), 2)
+  for a, b in zip(from_cfg, explicit):
+    np.testing.assert_array_equal(a["image"], b["image"])
+  assert any(not np.array_equal(a["image"], c["image"])
+             for a, c in zip(from_cfg, other))
+
+
+@pytest.mark.parametrize("start_step", [1, 2, 9])
+def test_start_step_resumes_every_reader_shard(start_step):
+  for p in range(2):
+    kwargs = dict(global_batch_size=16, process_index=p, process_count=2)
+    reference = _take(_train(SHARDED, **kwargs), start_step + 3)[start_step:]
+    resumed = _take(_train(SHARDED, start_step=start_step, **kwargs), 3)
+    for x, y in zip(reference, resumed):
+      np.testing.assert_array_equal(x["image"], y["image"])
+      np.testing.assert_array_equal(x["label"], y["label"])
+
+
+@pytest.mark.parametrize("num_shards, processes, match", [
+    (3, 1, "num_shards=3 does not divide the global batch size 16"),
+    (32, 1, "num_shards=32 does not divide"),
+    (2, 4, "num_shards=2 is not a multiple of the 4 processes"),
+    (-4, 1, "num_shards must be >= 0"),
+])
+def test_bad_num_shards(num_shards, processes, match):
+  with pytest.raises(UserError, match=match):
+    _train(CFG, global_batch_size=16, num_shards=num_shards,
+           process_count=processes)
 
 
 def test_eval_is_ordered_and_padded_with_a_mask():

@@ -8,6 +8,7 @@ from simclr_jax.data.builtin import CLASS_NAMES as BUILTIN_CLASS_NAMES
 from simclr_jax.data.pipeline import eval_batches
 from simclr_jax.data.pipeline import local_batch_size
 from simclr_jax.data.pipeline import prefetch_to_device
+from simclr_jax.data.pipeline import shard_batches
 from simclr_jax.data.pipeline import to_global
 from simclr_jax.data.pipeline import train_batches
 from simclr_jax.data.sources import DataConfig
@@ -22,6 +23,7 @@ __all__ = [
     "eval_batches",
     "local_batch_size",
     "prefetch_to_device",
+    "shard_batches",
     "to_global",
     "train_batches",
 ]

@@ -43,6 +43,8 @@ class DataConfig:
   builtin_seed: int = 0
   shuffle_buffer: int = 10000
   cache: bool = True             # cache decoded images in memory
+  num_shards: int = 0            # reader shards fixing the training order
+                                 # (pipeline.train_batches); 0: one per process
 
 
 @dataclasses.dataclass(frozen=True)
