@@ -8,9 +8,10 @@ training image gets a random crop and flip on device (augment preset
 momentum 0.9, learning rate base x B / 256 with cosine decay and no warmup;
 weight decay on the head's kernel only (0 for CIFAR, 1e-6 for ImageNet).
 
-The step and eval builders below are generic in a `forward` function, so
-fine-tuning can reuse them with a trainable encoder:
-`forward(params, batch_stats, frozen, images, train) -> (logits, batch_stats)`.
+The train step is generic in a `forward` function
+`forward(params, batch_stats, frozen, images, train) -> (logits, batch_stats)`;
+the augmented view and the masked top-1/top-5 evaluation live in
+`simclr_jax/classify.py`, shared with fine-tuning.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from simclr_jax import augment
+from simclr_jax import classify
 from simclr_jax import data as data_lib
 from simclr_jax import evaluation
 from simclr_jax import optim
-from simclr_jax import views
 from simclr_jax.errors import UserError
 from simclr_jax.models import SupervisedHead
 from simclr_jax.train_step import DATA_AXIS
@@ -44,24 +45,6 @@ class SupervisedState:
   opt_state: Any
   batch_stats: Any    # state the forward pass updates ({} when frozen)
   rng: jnp.ndarray    # base key; step keys fold in `step`
-
-
-def augmented_view(step_key: jax.Array, images: jnp.ndarray,
-                   config: augment.AugmentConfig) -> jnp.ndarray:
-  """One random view per image; keys from global example indices, so the
-  result does not depend on how the batch is split over devices."""
-  keys = views.example_keys(step_key, images.shape[0])[:, 0]
-  return jax.vmap(lambda k, im: augment.augment_image(k, im, config=config))(
-      keys, images)
-
-
-def topk_hits(logits: jnp.ndarray, labels: jnp.ndarray,
-              mask: jnp.ndarray) -> dict[str, jnp.ndarray]:
-  """Counts of top-1 / top-min(5, C) hits and of real examples (mask)."""
-  top = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
-  hit5 = (top == labels[:, None]).any(-1) & mask
-  hit1 = (top[:, 0] == labels) & mask
-  return {"top1": hit1.sum(), "top5": hit5.sum(), "count": mask.sum()}
 
 
 def make_supervised_train_step(
@@ -80,7 +63,7 @@ def make_supervised_train_step(
     labels = batch["label"]
     key = jax.random.fold_in(state.rng, state.step)
     x = jax.lax.with_sharding_constraint(
-        augmented_view(key, batch["image"], augment_config), data)
+        classify.augmented_view(key, batch["image"], augment_config), data)
 
     def loss_fn(params):
       logits, batch_stats = forward(params, state.batch_stats, frozen, x, True)
@@ -101,40 +84,6 @@ def make_supervised_train_step(
 
   return jax.jit(step, in_shardings=(replicated, replicated, data),
                  out_shardings=(replicated, replicated), donate_argnums=(0,))
-
-
-def make_supervised_eval_step(forward: Forward, mesh: Mesh,
-                              image_size: int) -> Callable:
-  """Jitted (params, batch_stats, frozen, batch) -> topk_hits counts, on the
-  deterministic eval view (centre crop, resize); batch needs 'mask'."""
-  data = NamedSharding(mesh, P(DATA_AXIS))
-  replicated = NamedSharding(mesh, P())
-
-  def step(params, batch_stats, frozen, batch):
-    x = augment.preprocess_eval(batch["image"], image_size=image_size)
-    logits, _ = forward(params, batch_stats, frozen, x, False)
-    return topk_hits(logits, batch["label"], batch["mask"])
-
-  return jax.jit(step, in_shardings=(replicated,) * 3 + (data,),
-                 out_shardings=replicated)
-
-
-def evaluate(eval_step: Callable, params: Any, batch_stats: Any, frozen: Any,
-             batches: Iterable[dict], mesh: Mesh) -> dict[str, float]:
-  """Top-1/top-5 over the real (mask) examples of `batches` (per-process
-  numpy from data.eval_batches, or global arrays)."""
-  data = NamedSharding(mesh, P(DATA_AXIS))
-  total = None
-  for batch in batches:
-    batch = _global(batch, ("image", "label", "mask"), data)
-    hits = eval_step(params, batch_stats, frozen, batch)
-    total = hits if total is None else jax.tree.map(jnp.add, total, hits)
-  if total is None or int(total["count"]) == 0:
-    raise UserError("the evaluation split produced no examples; check "
-                    "config.data.eval_split.")
-  count = int(total["count"])
-  return {"top1": int(total["top1"]) / count,
-          "top5": int(total["top5"]) / count, "count": count}
 
 
 def _global(batch: dict, keys: tuple[str, ...],
@@ -229,6 +178,11 @@ def evaluate_linear(model: Any, variables: dict, head_params: Any,
   `eval_batches` (from data.eval_batches: 'image', 'label', 'mask')."""
   replicated = NamedSharding(mesh, P())
   frozen = jax.device_put(evaluation.backbone_variables(variables), replicated)
-  step = make_supervised_eval_step(linear_forward(model, num_classes), mesh,
-                                   image_size)
-  return evaluate(step, head_params, {}, frozen, eval_batches, mesh)
+  forward = linear_forward(model, num_classes)
+
+  def logits_fn(v, images):
+    x = augment.preprocess_eval(images, image_size=image_size)
+    return forward(v["head"], {}, v["encoder"], x, False)[0]
+
+  return classify.topk_accuracy(
+      logits_fn, {"head": head_params, "encoder": frozen}, eval_batches, mesh)

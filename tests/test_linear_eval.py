@@ -78,7 +78,7 @@ def test_loss_decreases_and_the_head_classifies(setup):
   out = linear_eval.evaluate_linear(model, variables, head, batches,
                                     mesh=mesh, num_classes=CLASSES,
                                     image_size=SIZE)
-  assert out["count"] == 64
+  assert out["num_examples"] == 64
   assert out["top1"] >= 0.9, out
   assert out["top5"] >= out["top1"]
 
@@ -106,7 +106,7 @@ def test_evaluation_counts_only_masked_in_examples(setup):
   logits = np.asarray(models.SupervisedHead(CLASSES).apply(
       {"params": head}, h))
   order = np.argsort(-logits, axis=1, kind="stable")
-  assert out["count"] == 40
+  assert out["num_examples"] == 40
   assert out["top1"] == pytest.approx((order[:, 0] == labels).mean())
   assert out["top5"] == 1.0   # 4 classes: top-5 holds them all
 

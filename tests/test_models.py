@@ -455,3 +455,112 @@ def test_bottleneck_stride_sits_on_the_3x3_conv():
 def test_batch_norm_settings_are_the_reference():
   for module in (ResNet(), ProjectionHead()):
     assert module.bn_momentum == 0.9 and module.bn_epsilon == 1e-5
+
+
+# ------------------------------------------------------------ fine-tuning ---
+
+from simclr_jax.errors import UserError  # noqa: E402
+from simclr_jax.models import finetune_model  # noqa: E402
+from simclr_jax.models import init_from_pretrained  # noqa: E402
+
+
+def _perturbed(variables, images, model):
+  """'Pretrained' variables: noisy params and non-trivial BN statistics."""
+  _, state = jax.jit(lambda v, x: model.apply(
+      v, x, train=True, mutable=["batch_stats"]))(variables, images)
+  leaves, treedef = jax.tree.flatten(variables["params"])
+  keys = jax.random.split(jax.random.key(9), len(leaves))
+  noisy = [x + 0.05 * jax.random.normal(k, x.shape) for k, x in
+           zip(keys, leaves)]
+  return {"params": jax.tree.unflatten(treedef, noisy),
+          "batch_stats": state["batch_stats"]}
+
+
+@pytest.fixture(scope="module")
+def pretrained_v2(images):
+  model = _small_model(num_layers=3)
+  variables = jax.jit(lambda x: model.init(_key(), x, train=False))(images)
+  return model, _perturbed(variables, images, model)
+
+
+def _finetune_variables(pretrained, images, head_layers):
+  model, variables = pretrained
+  ft = finetune_model(model, num_classes=7, head_layers=head_layers)
+  fresh = jax.jit(lambda x: ft.init(_key(3), x, train=False))(images)
+  return ft, fresh, init_from_pretrained(fresh, variables)
+
+
+@pytest.mark.parametrize("head_layers", [0, 1, 2])
+def test_finetune_head_layers_representation(pretrained_v2, images,
+                                             head_layers):
+  """head_layers=0: backbone output; k: the pretrained head's hidden k-1."""
+  model, variables = pretrained_v2
+  ft, _, ft_vars = _finetune_variables(pretrained_v2, images, head_layers)
+
+  @jax.jit
+  def both(pv, fv, x):
+    rep = model.apply(pv, x, train=False)["representation"]
+    _, hiddens = model.projection_head.apply(
+        {c: pv[c]["projection_head"] for c in pv}, rep, train=False,
+        return_hiddens=True)
+    return rep, hiddens, ft.apply(fv, x, train=False)
+
+  rep, hiddens, out = both(variables, ft_vars, images)
+  want = hiddens[head_layers - 1] if head_layers else rep
+  np.testing.assert_allclose(out["representation"], want, rtol=1e-5,
+                             atol=1e-6)
+  assert out["logits"].shape == (BATCH, 7)
+  head = _flat(ft_vars["params"]).keys()
+  layers = {p[1] for p in head if p[0] == "projection_head"}
+  assert layers == ({f"dense_{j}" for j in range(head_layers)}
+                    | {f"bn_{j}" for j in range(head_layers)})
+
+
+def test_init_from_pretrained_copies_exactly(pretrained_v2, images):
+  _, variables = pretrained_v2
+  _, fresh, ft_vars = _finetune_variables(pretrained_v2, images, 1)
+  for collection in ("params", "batch_stats"):
+    got, src, init = (_flat(v[collection]) for v in (ft_vars, variables,
+                                                     fresh))
+    assert got.keys() == init.keys()
+    for path, leaf in got.items():
+      if path[0] == "head_supervised":
+        np.testing.assert_array_equal(leaf, init[path])  # fresh classifier
+      else:
+        np.testing.assert_array_equal(leaf, src[path])
+  copied = [p for p in _flat(ft_vars["params"]) if p[0] == "projection_head"]
+  assert sorted(copied) == [("projection_head", "bn_0", "bias"),
+                            ("projection_head", "bn_0", "scale"),
+                            ("projection_head", "dense_0", "kernel")]
+  # The supervised head is trained fully: gradients reach the backbone.
+  ft = finetune_model(pretrained_v2[0], num_classes=7, head_layers=1)
+  grads = jax.grad(lambda p: ft.apply({**ft_vars, "params": p}, images,
+                                      train=False)["logits"].sum())(
+                                          ft_vars["params"])
+  assert float(jnp.abs(grads["backbone"]["stem_conv"]["kernel"]).sum()) > 0
+
+
+def test_init_from_pretrained_names_mismatches(pretrained_v2, images):
+  _, variables = pretrained_v2
+  wider = SimCLRModel(
+      backbone=ResNet(depth=18, width_multiplier=0.5, cifar_stem=True),
+      projection_head=ProjectionHead(num_layers=3, out_dim=16),
+      num_classes=0)
+  ft = finetune_model(wider, num_classes=3, head_layers=1)
+  fresh = jax.eval_shape(lambda: ft.init(_key(), images, train=False))
+  with pytest.raises(UserError, match=r"shapes differ \(pretrained vs "
+                     r"fine-tuning\): params/backbone/\S+ \([\d, ]*16,?\) vs "
+                     r"\([\d, ]*32,?\), .* and \d+ more\); build"):
+    init_from_pretrained(fresh, variables)
+  deeper = SimCLRModel(
+      backbone=ResNet(depth=34, width_multiplier=0.25, cifar_stem=True),
+      projection_head=ProjectionHead(num_layers=3), num_classes=0)
+  fresh = jax.eval_shape(lambda: finetune_model(
+      deeper, num_classes=3, head_layers=0).init(_key(), images, train=False))
+  with pytest.raises(UserError, match="missing in the pretrained weights: "
+                     "params/backbone/stage1_block3"):
+    init_from_pretrained(fresh, variables)
+  with pytest.raises(UserError, match="no 'params/backbone'"):
+    init_from_pretrained(fresh, {})
+  with pytest.raises(UserError, match=r"head_layers=4 must be in \[0, 3\]"):
+    finetune_model(pretrained_v2[0], num_classes=3, head_layers=4)
