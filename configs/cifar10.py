@@ -32,4 +32,12 @@ def get_config():
   c.epochs = 1000
   c.log_every_steps = 100
   c.checkpoint_every_steps = 5000
+
+  # Downstream protocols (--config.mode=linear|finetune|knn): the paper's
+  # CIFAR linear evaluation has no weight decay; a 2-layer head fine-tunes
+  # from the encoder output, as in SimCLR v1.
+  c.linear_eval.batch_size = 512
+  c.linear_eval.weight_decay = 0.0
+  c.finetune.head_layers = 0
+  c.finetune.batch_size = 512
   return c

@@ -40,4 +40,8 @@ def get_config():
   c.log_every_steps = 20
   c.checkpoint_every_steps = 200
   c.eval.batch_size = 512
+  c.linear_eval.batch_size = 256
+  c.linear_eval.weight_decay = 0.0
+  c.finetune.head_layers = 0
+  c.finetune.batch_size = 256
   return c

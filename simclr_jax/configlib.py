@@ -114,9 +114,55 @@ def validate(config: ml_collections.ConfigDict, device_count: int,
   _check(e.batch_size % device_count == 0,
          f"config.eval.batch_size={e.batch_size} is not divisible by the "
          f"{device_count} devices; use a multiple of {device_count}.")
-  _positive(e.knn_k, "eval.knn_k")
+  _check(len(e.knn_ks) > 0 and all(int(k) == k and k > 0 for k in e.knn_ks),
+         f"config.eval.knn_ks={tuple(e.knn_ks)!r} must be positive integers, "
+         "e.g. (200, 20).")
   _positive(e.knn_temperature, "eval.knn_temperature")
-  _positive(e.linear_probe_steps, "eval.linear_probe_steps", allow_zero=True)
+  _positive(e.max_train_examples, "eval.max_train_examples", allow_zero=True)
+  _positive(e.monitor_every_epochs, "eval.monitor_every_epochs",
+            allow_zero=True)
+  _positive(e.monitor_train_examples, "eval.monitor_train_examples")
+  _validate_downstream(config, device_count)
+
+
+_MODES = ("pretrain", "knn", "linear", "finetune")
+
+
+def _validate_downstream(config: ml_collections.ConfigDict,
+                         device_count: int) -> None:
+  """The mode and the linear-eval / fine-tuning sections."""
+  _check(config.mode in _MODES, f"config.mode={config.mode!r} is not a "
+         f"mode; use one of {', '.join(_MODES)}.")
+  _check(config.mode == "pretrain" or bool(config.init_checkpoint),
+         f"config.mode={config.mode!r} evaluates a pretrained encoder; pass "
+         "--config.init_checkpoint=RUN_DIR (the --workdir of a pretraining "
+         "run).")
+  le = config.linear_eval
+  _check(le.method in ("sgd", "logistic"), f"config.linear_eval.method="
+         f"{le.method!r}; use 'sgd' (the paper's protocol) or 'logistic'.")
+  for section, name in ((le, "linear_eval"), (config.finetune, "finetune")):
+    _positive(section.epochs, f"{name}.epochs")
+    _positive(section.batch_size, f"{name}.batch_size")
+    _check(section.batch_size % device_count == 0,
+           f"config.{name}.batch_size={section.batch_size} is not divisible "
+           f"by the {device_count} devices; use a multiple of {device_count}.")
+    _positive(section.base_learning_rate, f"{name}.base_learning_rate")
+    _check(section.lr_scaling in ("linear", "sqrt"), f"config.{name}."
+           f"lr_scaling={section.lr_scaling!r}; use 'linear' or 'sqrt'.")
+    _check(0 <= section.momentum < 1, f"config.{name}.momentum="
+           f"{section.momentum} must be in [0, 1).")
+    _positive(section.weight_decay, f"{name}.weight_decay", allow_zero=True)
+  _check(0 < le.val_fraction < 1, f"config.linear_eval.val_fraction="
+         f"{le.val_fraction} must be in (0, 1).")
+  ft = config.finetune
+  _check(0 < ft.label_fraction <= 1, f"config.finetune.label_fraction="
+         f"{ft.label_fraction} must be in (0, 1] (0.01 = 1% of the labels).")
+  _check(0 <= ft.head_layers < config.model.proj_head_layers,
+         f"config.finetune.head_layers={ft.head_layers} must be in [0, "
+         f"{config.model.proj_head_layers}) for a {config.model.proj_head_layers}"
+         "-layer projection head (0: encoder output, 1: head layer 1 as in "
+         "SimCLR v2).")
+  _positive(ft.warmup_epochs, "finetune.warmup_epochs", allow_zero=True)
 
 
 def model_signature(config: ml_collections.ConfigDict) -> dict:

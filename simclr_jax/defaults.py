@@ -14,6 +14,11 @@ def base_config() -> ml_collections.ConfigDict:
   """Returns the full, unlocked default config (reference ImageNet-style)."""
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # What the run does: "pretrain" (SimCLR), or a downstream protocol on the
+  # encoder of the pretraining run in `init_checkpoint`: "linear" (linear
+  # evaluation), "finetune" (semi-supervised fine-tuning) or "knn".
+  c.mode = "pretrain"
+  c.init_checkpoint = ""        # pretraining run directory (downstream modes)
 
   # Data: where images come from and the fixed size the host brings them to.
   c.data = ml_collections.ConfigDict(dict(
@@ -102,15 +107,54 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3
 
-  # End-of-pretraining evaluation on the eval split.
+  # Evaluation of the frozen encoder: at the end of pretraining (trained vs
+  # random encoder, optionally raw pixels), mode="knn", and a periodic kNN
+  # monitor during pretraining.
   c.eval = ml_collections.ConfigDict(dict(
       enabled=True,
       batch_size=1024,
-      knn_k=200,
-      knn_temperature=0.1,
-      linear_probe_steps=500,
-      linear_probe_weight_decay=1e-4,
+      knn_ks=(200, 20),          # every k from one search; cosine similarity
+      knn_temperature=0.1,       # votes weighted by exp(sim / temperature)
+      linear_probe=True,         # end of pretraining: logistic-regression
+                                 # probe (L2 chosen on a validation split)
       compare_random_init=True,  # also evaluate a random encoder
+      compare_raw_pixels=False,  # also evaluate raw pixels as features
       max_train_examples=0,      # > 0: cap the bank / probe train set
+      monitor_every_epochs=0.0,  # > 0: kNN top-1 on the eval split every so
+                                 # many epochs of pretraining (monitor/...)
+      monitor_train_examples=10000,  # bank size of that monitor
+  ))
+
+  # mode="linear": linear classifier on the frozen encoder (BN in inference
+  # mode). "sgd" is the paper's protocol (crop + flip, SGD Nesterov, lr 0.1 x
+  # B/256, cosine decay, no warm-up); "logistic" extracts features once and
+  # fits a multinomial logistic regression, choosing its L2 strength on a
+  # validation split of `val_fraction` of the training data.
+  c.linear_eval = ml_collections.ConfigDict(dict(
+      method="sgd",             # "sgd" | "logistic"
+      epochs=90,
+      batch_size=4096,
+      base_learning_rate=0.1,
+      lr_scaling="linear",
+      momentum=0.9,
+      weight_decay=1e-6,        # 0 for CIFAR in the paper
+      val_fraction=0.1,         # "logistic": held out to pick the L2 strength
+  ))
+
+  # mode="finetune": the whole network from the pretrained weights, on a
+  # stratified `label_fraction` of the labels (ImageNet: the official 1% /
+  # 10% subsets); spec section 6.
+  c.finetune = ml_collections.ConfigDict(dict(
+      label_fraction=0.1,       # 1.0 = all labels
+      head_layers=1,            # projection-head layers kept below the
+                                # classifier: 1 for v2 (from head layer 1),
+                                # 0 for v1 (from the encoder output)
+      epochs=60,
+      batch_size=1024,
+      base_learning_rate=0.005,
+      lr_scaling="sqrt",
+      momentum=0.9,
+      weight_decay=0.0,
+      warmup_epochs=0.0,
   ))
   return c

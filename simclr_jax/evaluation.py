@@ -1,10 +1,9 @@
-"""Frozen-encoder evaluation: feature extraction, kNN and a linear probe.
+"""Frozen-encoder features for evaluation: extraction, BN recalibration, kNN.
 
-Used at the end of pretraining to compare the trained encoder with a randomly
-initialised one of the same architecture. Everything heavy runs on device:
-features are computed sharded over the mesh, kNN runs in query and bank
-chunks (`knn.py`), and the probe is a full-batch softmax regression fitted
-with Adam inside one `lax.scan` (`probe.py` has the validated L-BFGS probe).
+Used at the end of pretraining (trained vs random encoder vs raw pixels), by
+the kNN monitor and by the downstream protocols. Features are computed
+sharded over the mesh; kNN runs in query and bank chunks (`knn.py`); the
+logistic-regression probe is `probe.py`.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from typing import Any, Callable, Iterable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -39,6 +37,19 @@ def make_feature_fn(model: Any, mesh: Mesh, image_size: int) -> Callable:
     return model.backbone.apply(backbone_variables(variables), x, train=False)
 
   return jax.jit(features, in_shardings=(replicated, data), out_shardings=data)
+
+
+def make_pixel_fn(mesh: Mesh, image_size: int) -> Callable:
+  """Like `make_feature_fn` with the identity encoder: the eval-preprocessed
+  pixels, flattened (the raw-pixel baseline; `variables` is ignored)."""
+  data = NamedSharding(mesh, P("data"))
+
+  def pixels(variables, images):
+    del variables
+    x = augment.preprocess_eval(images, image_size=image_size)
+    return x.reshape(x.shape[0], -1).astype(jnp.float32)
+
+  return jax.jit(pixels, in_shardings=(None, data), out_shardings=data)
 
 
 def extract_features(feature_fn: Callable, variables: dict,
@@ -118,39 +129,3 @@ def knn_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
                             num_classes=num_classes, ks=(k,),
                             temperature=temperature, query_chunk=chunk)
   return scores[f"knn_top1_k{k}"]
-
-
-def linear_probe_accuracy(train_x: np.ndarray, train_y: np.ndarray,
-                          test_x: np.ndarray, test_y: np.ndarray, *,
-                          num_classes: int, steps: int = 500,
-                          weight_decay: float = 1e-4,
-                          learning_rate: float = 1e-2) -> float:
-  """Multinomial logistic regression on standardised frozen features."""
-  mean = train_x.mean(0, keepdims=True)
-  std = train_x.std(0, keepdims=True) + 1e-6
-  x = jnp.asarray((train_x - mean) / std, jnp.float32)
-  xt = jnp.asarray((test_x - mean) / std, jnp.float32)
-  y = jnp.asarray(train_y, jnp.int32)
-  params = {"w": jnp.zeros((x.shape[1], num_classes)),
-            "b": jnp.zeros((num_classes,))}
-  tx = optax.adamw(learning_rate, weight_decay=weight_decay,
-                   mask={"w": True, "b": False})
-
-  def loss_fn(p):
-    logits = x @ p["w"] + p["b"]
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-  @jax.jit
-  def fit(params):
-    def body(carry, _):
-      p, s = carry
-      g = jax.grad(loss_fn)(p)
-      u, s = tx.update(g, s, p)
-      return (optax.apply_updates(p, u), s), None
-    (params, _), _ = jax.lax.scan(body, (params, tx.init(params)), None,
-                                  length=steps)
-    return params
-
-  params = fit(params)
-  pred = np.asarray(jnp.argmax(xt @ params["w"] + params["b"], -1))
-  return float((pred == test_y).mean())

@@ -1,5 +1,9 @@
 """Command line: `python -m simclr_jax.main --config CONFIG.py --workdir DIR`.
 
+`config.mode` says what runs: "pretrain" (the default; simclr_jax/train.py)
+or a downstream protocol on `config.init_checkpoint` ("knn", "linear",
+"finetune"; simclr_jax/evaluate.py).
+
 Config files define `get_config()`; any value can be overridden with
 `--config.key=value` (the config is locked, so a misspelt key is an error
 that names the closest valid key). Problems with the user's input end in one
@@ -117,10 +121,15 @@ def main(argv: list[str]) -> None:
   logging.set_verbosity(logging.WARNING)
   _hide_tf_from_accelerators()
   from simclr_jax import distributed  # pylint: disable=g-import-not-at-top
+  from simclr_jax import evaluate  # pylint: disable=g-import-not-at-top
   from simclr_jax import train  # pylint: disable=g-import-not-at-top
+  config = _CONFIG.value
   try:
-    distributed.initialize(_CONFIG.value.distributed)
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    distributed.initialize(config.distributed)
+    if config.mode == "pretrain":
+      train.train_and_evaluate(config, _WORKDIR.value)
+    else:
+      evaluate.run(config, _WORKDIR.value)
   except UserError as e:
     _fail(str(e))
 

@@ -9,6 +9,7 @@ Each function edits a config in place and returns it, so a config file reads
 | brightness jitter | additive | multiplicative |
 | weight decay | 1e-6 | 1e-4 |
 | learning rate | 0.3 x B/256 | 0.1 x sqrt(B) |
+| fine-tuned representation | encoder output | projection-head layer 1 |
 """
 
 import ml_collections
@@ -21,6 +22,7 @@ def simclr_v1(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.optim.weight_decay = 1e-6
   config.optim.base_learning_rate = 0.3
   config.optim.lr_scaling = "linear"
+  config.finetune.head_layers = 0
   return config
 
 
@@ -31,4 +33,5 @@ def simclr_v2(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.optim.weight_decay = 1e-4
   config.optim.base_learning_rate = 0.1
   config.optim.lr_scaling = "sqrt"
+  config.finetune.head_layers = 1
   return config

@@ -6,9 +6,7 @@ be wrong with the user's input is checked before the workdir is touched.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from typing import Any
 
@@ -24,6 +22,9 @@ from simclr_jax import optim
 from simclr_jax import train_state as ts
 from simclr_jax import train_step as step_lib
 from simclr_jax import evaluation
+from simclr_jax import knn
+from simclr_jax import probe
+from simclr_jax import results as results_lib
 from simclr_jax.errors import UserError
 from simclr_jax.reporting import Reporter, format_duration
 
@@ -100,7 +101,8 @@ def _mean_metrics(history: list[dict]) -> dict[str, float]:
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, Any]:
   """Pretrains (resuming from `workdir` if it holds a checkpoint), evaluates,
-  and returns the results written to `workdir/results.json`."""
+  and returns the results written to `workdir/results.json` (schema in
+  simclr_jax/results.py)."""
   start_time = time.time()
   checkpointing.check_workdir(workdir)
   signature = configlib.model_signature(config)
@@ -141,6 +143,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           num_shards=config.data.num_shards or jax.device_count()),
       setup.data_sharding)
 
+  monitor = _Monitor(config, setup)
   history: list[dict] = []
   step = start_step
   try:
@@ -157,6 +160,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
               "config.model.half_precision, then resume from the last "
               f"checkpoint in {ckpt.directory}.")
         reporter.report(step, summary)
+      if monitor.due(step):
+        scores = monitor(state)
+        reporter.write_scalars(step, scores)
+        reporter.print(f"step {step}: kNN top-1 "
+                       f"{100 * scores['monitor/knn_accuracy']:.2f}% "
+                       "(monitor)")
       ckpt.maybe_save(step, state)
     ckpt.maybe_save(step, state, force=True)
   finally:
@@ -165,66 +174,116 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   train_time = time.time() - start_time
   reporter.print(f"Pretraining done in {format_duration(train_time)}.")
 
-  results: dict[str, Any] = {
-      "step": int(state.step), "train_time_s": round(train_time, 1),
-      "dataset": {"source": config.data.source, "name": config.data.name,
-                  "num_train": setup.info.num_train,
-                  "num_eval": setup.info.num_eval}}
+  metrics: dict[str, Any] = {}
   if config.eval.enabled and setup.info.num_eval and setup.info.num_classes:
-    results["eval"] = _evaluate(config, setup, state, reporter)
+    metrics = _evaluate(config, setup, state, reporter)
   reporter.close()
-  results["total_time_s"] = round(time.time() - start_time, 1)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(results, f, indent=2)
-  return results
+  out = results_lib.make(
+      mode="pretrain", metrics=metrics, checkpoint_dir=workdir,
+      step=int(state.step),
+      dataset=results_lib.dataset_summary(setup.data_cfg, setup.info),
+      config=config, time_s=time.time() - start_time,
+      details={"train_time_s": round(train_time, 1)})
+  results_lib.write(workdir, out)
+  return out
+
+
+class _Monitor:
+  """kNN top-1 of the current encoder on the eval split, every so often
+  during pretraining (config.eval.monitor_every_epochs), against a bank of
+  the first `monitor_train_examples` training images."""
+
+  def __init__(self, config: ml_collections.ConfigDict, setup: TrainSetup):
+    e = config.eval
+    self.every = 0
+    if (e.monitor_every_epochs > 0 and setup.info.num_eval
+        and setup.info.num_classes):
+      self.every = max(1, round(e.monitor_every_epochs * setup.info.num_train
+                                / config.batch_size))
+    self.config, self.setup = config, setup
+
+  def due(self, step: int) -> bool:
+    return bool(self.every) and step % self.every == 0
+
+  def __call__(self, state: ts.TrainState) -> dict[str, float]:
+    e, setup = self.config.eval, self.setup
+    feature_fn = evaluation.make_feature_fn(setup.model, setup.mesh,
+                                            self.config.data.image_size)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+
+    def features(split, cap=0):
+      return evaluation.extract_features(
+          feature_fn, variables, _eval_batches(self.config, setup, split),
+          setup.data_sharding, max_examples=cap)
+
+    bank = features(setup.data_cfg.train_split, e.monitor_train_examples)
+    queries = features(setup.data_cfg.eval_split)
+    k = max(e.knn_ks)
+    acc = knn.knn_classify(*bank, *queries, num_classes=setup.info.num_classes,
+                           ks=(k,), temperature=e.knn_temperature,
+                           mesh=setup.mesh)[f"knn_top1_k{k}"]
+    return {"monitor/knn_accuracy": acc}
+
+
+def _eval_batches(config: ml_collections.ConfigDict, setup: TrainSetup,
+                  split: str):
+  return data_lib.eval_batches(
+      setup.data_cfg, split, global_batch_size=config.eval.batch_size,
+      process_index=jax.process_index(), process_count=jax.process_count())
+
+
+def _scores(e: ml_collections.ConfigDict, num_classes: int, seed: int,
+            mesh: jax.sharding.Mesh, train: tuple, test: tuple,
+            ) -> dict[str, float]:
+  """kNN (every k in e.knn_ks) and the logistic probe on given features."""
+  knn_out = knn.knn_classify(*train, *test, num_classes=num_classes,
+                             ks=tuple(e.knn_ks),
+                             temperature=e.knn_temperature, mesh=mesh)
+  out = {f"knn_k{k}_accuracy": knn_out[f"knn_top1_k{k}"] for k in e.knn_ks}
+  if e.linear_probe:
+    out["linear_accuracy"] = probe.linear_probe(
+        *train, *test, num_classes=num_classes, seed=seed, mesh=mesh)["top1"]
+  return out
 
 
 def _evaluate(config: ml_collections.ConfigDict, setup: TrainSetup,
               state: ts.TrainState, reporter: Reporter) -> dict[str, Any]:
-  """kNN and linear probe for the trained and a random encoder."""
+  """kNN and linear probe for the trained encoder, and as baselines a
+  random encoder of the same architecture and (optionally) raw pixels."""
   e = config.eval
   feature_fn = evaluation.make_feature_fn(setup.model, setup.mesh,
                                           config.data.image_size)
+  train_split = setup.data_cfg.train_split
 
-  def eval_batches(split):
-    return data_lib.eval_batches(
-        setup.data_cfg, split, global_batch_size=e.batch_size,
-        process_index=jax.process_index(), process_count=jax.process_count())
-
-  def features(variables, split):
-    cap = e.max_train_examples if split == setup.data_cfg.train_split else 0
-    return evaluation.extract_features(feature_fn, variables,
-                                       eval_batches(split),
+  def features(fn, variables, split):
+    cap = e.max_train_examples if split == train_split else 0
+    return evaluation.extract_features(fn, variables,
+                                       _eval_batches(config, setup, split),
                                        setup.data_sharding, max_examples=cap)
 
-  def scores(variables) -> dict[str, float]:
-    tr_x, tr_y = features(variables, setup.data_cfg.train_split)
-    te_x, te_y = features(variables, setup.data_cfg.eval_split)
-    nc = setup.info.num_classes
-    out = {"knn_accuracy": evaluation.knn_accuracy(
-        tr_x, tr_y, te_x, te_y, num_classes=nc, k=e.knn_k,
-        temperature=e.knn_temperature)}
-    if e.linear_probe_steps:
-      out["linear_accuracy"] = evaluation.linear_probe_accuracy(
-          tr_x, tr_y, te_x, te_y, num_classes=nc,
-          steps=e.linear_probe_steps, weight_decay=e.linear_probe_weight_decay)
-    return out
+  def scores(fn, variables) -> dict[str, float]:
+    return _scores(e, setup.info.num_classes, config.seed, setup.mesh,
+                   features(fn, variables, train_split),
+                   features(fn, variables, setup.data_cfg.eval_split))
 
   reporter.print(f"Evaluating on '{setup.data_cfg.eval_split}' "
-                 f"({setup.info.num_eval:,} images): kNN (k={e.knn_k}) and "
-                 "linear probe on frozen features...")
+                 f"({setup.info.num_eval:,} images): kNN (k="
+                 f"{', '.join(map(str, e.knn_ks))}) and linear probe on "
+                 "frozen features...")
   trained = {"params": state.params, "batch_stats": state.batch_stats}
-  results = {"trained": scores(trained)}
+  results = {"trained": scores(feature_fn, trained)}
   if e.compare_random_init:
     random_state = setup.init_state(config.seed + 1)
     variables = evaluation.recalibrate_batch_stats(
         setup.model,
         {"params": random_state.params,
          "batch_stats": random_state.batch_stats},
-        eval_batches(setup.data_cfg.train_split), setup.mesh,
+        _eval_batches(config, setup, train_split), setup.mesh,
         config.data.image_size)
-    results["random_init"] = scores(variables)
+    results["random_init"] = scores(feature_fn, variables)
+  if e.compare_raw_pixels:
+    results["raw_pixels"] = scores(
+        evaluation.make_pixel_fn(setup.mesh, config.data.image_size), None)
   reporter.print(_results_table(results))
   step = int(state.step)
   for name, res in results.items():

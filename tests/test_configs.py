@@ -22,6 +22,7 @@ IMAGENET_TRAIN = 1281167
 LAYOUTS = {
     "default.py": [(1, 1), (8, 1)],
     "cifar10.py": [(1, 1), (8, 1)],
+    "cifar10_cpu.py": [(1, 1)],
     "imagenet.py": [(8, 1), (32, 4)],
     "imagenet_v2.py": [(8, 1), (32, 4)],
     "tpu_v3.py": [(32, 4)],

@@ -10,6 +10,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from simclr_jax import defaults
+from simclr_jax import results as results_lib
 from simclr_jax import train
 from simclr_jax import train_state as ts
 from simclr_jax import checkpointing
@@ -45,8 +46,7 @@ def tiny_config(**data):
   c.checkpoint_every_steps = 2
   c.keep_checkpoints = 2
   c.eval.batch_size = 32
-  c.eval.knn_k = 10
-  c.eval.linear_probe_steps = 20
+  c.eval.knn_ks = (10,)
   return c
 
 
@@ -61,15 +61,26 @@ def _final_state(workdir, config):
 
 def test_builtin_run_writes_results_checkpoints_and_events(tmp_path, capsys):
   workdir = str(tmp_path / "run")
-  results = train.train_and_evaluate(tiny_config(), workdir)
+  c = tiny_config()
+  c.eval.compare_raw_pixels = True
+  c.eval.monitor_every_epochs = 2 * c.batch_size / 128  # every 2 steps
+  results = train.train_and_evaluate(c, workdir)
   out = capsys.readouterr().out
   assert "step 4/4" in out and "ETA" in out and "random_init" in out
-  assert results["step"] == 4
-  for name in ("trained", "random_init"):
-    for metric in ("knn_accuracy", "linear_accuracy"):
-      assert 0.0 <= results["eval"][name][metric] <= 1.0
+  assert "(monitor)" in out
+  assert tuple(results) == results_lib.KEYS
+  assert results["mode"] == "pretrain"
+  assert results["checkpoint"] == {"dir": os.path.abspath(workdir), "step": 4}
+  assert set(results["metrics"]) == {"trained", "random_init", "raw_pixels"}
+  for name in ("trained", "random_init", "raw_pixels"):
+    for metric in ("knn_k10_accuracy", "linear_accuracy"):
+      assert 0.0 <= results["metrics"][name][metric] <= 1.0
   with open(os.path.join(workdir, "results.json")) as f:
-    assert json.load(f)["eval"] == results["eval"]
+    assert json.load(f) == results
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    monitored = [json.loads(l)["step"] for l in f
+                 if "monitor/knn_accuracy" in l]
+  assert monitored == [2, 4]
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
   assert any(n.startswith("events.out.tfevents") for n in os.listdir(workdir))
   assert os.path.exists(os.path.join(workdir, checkpointing.RUN_CONFIG))
@@ -92,7 +103,7 @@ def test_resume_continues_and_matches_uninterrupted_run(tmp_path, capsys):
   capsys.readouterr()
   results = train.train_and_evaluate(c, split)
   assert "Resumed" in capsys.readouterr().out
-  assert results["step"] == 6
+  assert results["checkpoint"]["step"] == 6
   a, b = _final_state(straight, c), _final_state(split, c)
   assert int(a.step) == int(b.step) == 6
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5,
@@ -133,9 +144,9 @@ def test_tfds_mock_run(tmp_path):
   c.eval.compare_random_init = False
   with tfds.testing.mock_data(num_examples=64):
     results = train.train_and_evaluate(c, str(tmp_path / "run"))
-  assert results["step"] == 2
+  assert results["checkpoint"]["step"] == 2
   assert results["dataset"]["name"] == "cifar10"
-  assert "knn_accuracy" in results["eval"]["trained"]
+  assert "knn_k10_accuracy" in results["metrics"]["trained"]
 
 
 def _write_folder(root, classes=("cats", "dogs"), per_class=24):
@@ -155,13 +166,13 @@ def test_image_folder_run(tmp_path):
   root = tmp_path / "images"
   _write_folder(root)
   c = tiny_config(source="folder", data_dir=str(root))
-  c.eval.knn_k = 5
+  c.eval.knn_ks = (5,)
   c.eval.batch_size = 16
   c.train_steps = 2
   results = train.train_and_evaluate(c, str(tmp_path / "run"))
   assert results["dataset"]["num_train"] == 48
   assert results["dataset"]["num_eval"] == 16
-  assert set(results["eval"]) == {"trained", "random_init"}
+  assert set(results["metrics"]) == {"trained", "random_init"}
 
 
 def test_incompatible_checkpoint_is_refused_untouched(tmp_path):
