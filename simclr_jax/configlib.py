@@ -119,6 +119,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int,
          "e.g. (200, 20).")
   _positive(e.knn_temperature, "eval.knn_temperature")
   _positive(e.max_train_examples, "eval.max_train_examples", allow_zero=True)
+  _positive(e.probe_max_iters, "eval.probe_max_iters")
   _positive(e.monitor_every_epochs, "eval.monitor_every_epochs",
             allow_zero=True)
   _positive(e.monitor_train_examples, "eval.monitor_train_examples")

@@ -117,6 +117,7 @@ def base_config() -> ml_collections.ConfigDict:
       knn_temperature=0.1,       # votes weighted by exp(sim / temperature)
       linear_probe=True,         # end of pretraining: logistic-regression
                                  # probe (L2 chosen on a validation split)
+      probe_max_iters=1000,      # L-BFGS iterations per fit of that probe
       compare_random_init=True,  # also evaluate a random encoder
       compare_raw_pixels=False,  # also evaluate raw pixels as features
       max_train_examples=0,      # > 0: cap the bank / probe train set

@@ -296,15 +296,6 @@ def _parser() -> argparse.ArgumentParser:
   return p
 
 
-def _hide_tf_from_accelerators() -> None:
-  """tf.data only runs on the host; keep TF off GPUs/TPUs that JAX owns."""
-  for kind in ("GPU", "TPU"):
-    try:
-      tf.config.set_visible_devices([], kind)
-    except (ValueError, RuntimeError):
-      pass
-
-
 def run(args: argparse.Namespace) -> Embeddings:
   """Checks the input cheaply, then loads, embeds and writes."""
   if args.batch_size < 1:
@@ -342,7 +333,7 @@ def run(args: argparse.Namespace) -> Embeddings:
 def main(argv: Sequence[str] | None = None) -> int:
   """The command line; returns the exit code (2: bad input)."""
   args = _parser().parse_args(argv)
-  _hide_tf_from_accelerators()
+  sources.hide_tf_from_accelerators()
   try:
     # Several processes: SIMCLR_* environment variables or a detected cluster.
     distributed.initialize(defaults.base_config().distributed)

@@ -143,6 +143,7 @@ def _linear(ctx: _Context) -> tuple[dict, dict]:
     out = probe.linear_probe(tr_x, tr_y, te_x, te_y,
                              num_classes=ctx.info.num_classes,
                              val_fraction=le.val_fraction, seed=cfg.seed,
+                             max_iters=cfg.eval.probe_max_iters,
                              mesh=ctx.mesh)
     return ({"top1": out["top1"], "top5": out["top5"]},
             {"method": "logistic", "l2": out["l2"],

@@ -69,7 +69,8 @@ def make_finetune_step(*, model: models.FineTuneModel,
     def loss_fn(params):
       out, mutated = forward(
           {"params": params, "batch_stats": state.batch_stats}, x)
-      sums = classify.masked_counts(out["logits"], labels, jnp.ones_like(labels, bool))
+      sums = classify.masked_counts(out["logits"], labels,
+                                    jnp.ones_like(labels, bool))
       count = jnp.maximum(sums["count"], 1.0)
       loss = sums["loss"] / count
       return loss, ({"loss": loss, "top1": sums["top1"] / count},
@@ -77,13 +78,8 @@ def make_finetune_step(*, model: models.FineTuneModel,
 
     grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(
         state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics["learning_rate"] = schedule(state.step)
-    metrics["grad_norm"] = optax.tree.norm(grads)
-    new_state = state.replace(step=state.step + 1, params=params,
-                              batch_stats=batch_stats, opt_state=opt_state)
-    return new_state, metrics
+    return step_lib.apply_gradients(state, grads, batch_stats, tx=tx,
+                                    schedule=schedule, metrics=metrics)
 
   return jax.jit(step, in_shardings=(replicated, data),
                  out_shardings=(replicated, replicated), donate_argnums=(0,))

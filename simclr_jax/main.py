@@ -38,16 +38,6 @@ _WORKDIR = flags.DEFINE_string(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _hide_tf_from_accelerators() -> None:
-  """tf.data only runs on the host; keep TF off GPUs/TPUs that JAX owns."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")
-  try:
-    tf.config.set_visible_devices([], "TPU")
-  except (ValueError, RuntimeError):
-    pass
-
-
 def _fail(message: str) -> None:
   print(f"error: {message}", file=sys.stderr, flush=True)
   sys.exit(2)
@@ -119,7 +109,8 @@ def main(argv: list[str]) -> None:
     _fail(f"unexpected arguments: {' '.join(argv[1:])}; pass settings as "
           "--config.key=value.")
   logging.set_verbosity(logging.WARNING)
-  _hide_tf_from_accelerators()
+  from simclr_jax.data import sources  # pylint: disable=g-import-not-at-top
+  sources.hide_tf_from_accelerators()
   from simclr_jax import distributed  # pylint: disable=g-import-not-at-top
   from simclr_jax import evaluate  # pylint: disable=g-import-not-at-top
   from simclr_jax import train  # pylint: disable=g-import-not-at-top

@@ -242,7 +242,8 @@ def _scores(e: ml_collections.ConfigDict, num_classes: int, seed: int,
   out = {f"knn_k{k}_accuracy": knn_out[f"knn_top1_k{k}"] for k in e.knn_ks}
   if e.linear_probe:
     out["linear_accuracy"] = probe.linear_probe(
-        *train, *test, num_classes=num_classes, seed=seed, mesh=mesh)["top1"]
+        *train, *test, num_classes=num_classes, seed=seed, mesh=mesh,
+        max_iters=e.probe_max_iters)["top1"]
   return out
 
 

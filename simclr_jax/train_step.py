@@ -70,16 +70,26 @@ def make_train_step(*, model: Any, tx: optax.GradientTransformation,
 
     grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(
         state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics["learning_rate"] = schedule(state.step)
-    metrics["grad_norm"] = optax.tree.norm(grads)
-    new_state = state.replace(step=state.step + 1, params=params,
-                              batch_stats=batch_stats, opt_state=opt_state)
-    return new_state, metrics
+    return apply_gradients(state, grads, batch_stats, tx=tx,
+                           schedule=schedule, metrics=metrics)
 
   return jax.jit(step, in_shardings=(replicated, data),
                  out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
+def apply_gradients(state: TrainState, grads: Any, batch_stats: Any, *,
+                    tx: optax.GradientTransformation,
+                    schedule: optax.Schedule,
+                    metrics: dict) -> tuple[TrainState, dict]:
+  """The optimiser update shared by pretraining and fine-tuning: applies
+  `grads`, stores the new BN statistics, advances the step, and adds the
+  learning rate and gradient norm to `metrics`."""
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = dict(metrics, learning_rate=schedule(state.step),
+                 grad_norm=optax.tree.norm(grads))
+  return state.replace(step=state.step + 1, params=params,
+                       batch_stats=batch_stats, opt_state=opt_state), metrics
 
 
 def forward_fn(model: Any, mesh: Mesh, *, global_bn: bool = True,

@@ -68,6 +68,15 @@ class Shard:
   reshuffled: Callable[[tf.Tensor], tf.data.Dataset] | None = None
 
 
+def hide_tf_from_accelerators() -> None:
+  """tf.data only runs on the host; keep TF off the GPUs/TPUs JAX owns."""
+  for kind in ("GPU", "TPU"):
+    try:
+      tf.config.set_visible_devices([], kind)
+    except (ValueError, RuntimeError):
+      pass
+
+
 def dataset_info(cfg: DataConfig) -> DatasetInfo:
   """Returns sizes and class names; validates the source (raises UserError)."""
   _check_config(cfg)
@@ -382,9 +391,7 @@ def _folder_shard(cfg, split, index, count) -> Shard:
   size = cfg.image_size
 
   def decode(ds):
-    return ds.map(lambda ex: {"image": decode_file(ex["path"], size),
-                              "label": ex["label"]},
-                  num_parallel_calls=tf.data.AUTOTUNE)
+    return decode_paths(ds, size)
 
   def reshuffled(seed):
     return decode(files.shuffle(max(1, len(mine)), seed=seed,
@@ -392,6 +399,18 @@ def _folder_shard(cfg, split, index, count) -> Shard:
 
   return Shard(decode(files), end - start, -(-len(items) // count),
                tuple(p for p, _ in mine), reshuffled)
+
+
+def decode_paths(ds: tf.data.Dataset, size: int) -> tf.data.Dataset:
+  """{'path', 'label'} examples -> {'image', 'label'}, decoded in parallel."""
+
+  # A named function with explicit tf.cond inside: nothing for AutoGraph to
+  # convert (it cannot parse a lambda and would warn on every run).
+  @tf.autograph.experimental.do_not_convert
+  def one(ex):
+    return {"image": decode_file(ex["path"], size), "label": ex["label"]}
+
+  return ds.map(one, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def decode_file(path: tf.Tensor, size: int) -> tf.Tensor:

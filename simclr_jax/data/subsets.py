@@ -192,9 +192,7 @@ def _folder_subset(cfg, split, mine, max_shard) -> sources.Shard:
   size = cfg.image_size
 
   def decode(ds):
-    return ds.map(lambda ex: {"image": sources.decode_file(ex["path"], size),
-                              "label": ex["label"]},
-                  num_parallel_calls=tf.data.AUTOTUNE)
+    return sources.decode_paths(ds, size)
 
   def reshuffled(seed):
     return decode(files.shuffle(max(1, len(paths)), seed=seed,
