@@ -65,6 +65,8 @@ class _Context:
         expect=configlib.model_signature(config))
     self.workdir = workdir
     self.sharding = train.NamedSharding(self.mesh, train.P("data"))
+    self.feature_fn = evaluation.make_feature_fn(
+        self.pretrained.model, self.mesh, self.data_cfg.image_size)
 
   def eval_batches(self, split: str, batch_size: int):
     return data_lib.eval_batches(
@@ -72,10 +74,8 @@ class _Context:
         process_index=jax.process_index(), process_count=jax.process_count())
 
   def features(self, split: str, max_examples: int = 0):
-    fn = evaluation.make_feature_fn(self.pretrained.model, self.mesh,
-                                    self.data_cfg.image_size)
     return evaluation.extract_features(
-        fn, self.pretrained.variables,
+        self.feature_fn, self.pretrained.variables,
         self.eval_batches(split, self.config.eval.batch_size), self.sharding,
         max_examples=max_examples)
 

@@ -176,10 +176,7 @@ def abstract_train_state(config: ml_collections.ConfigDict, num_classes: int,
   make_tx = lambda params: ts.create_optimizer(  # noqa: E731
       config.optim, optax.constant_schedule(0.0), params)
   init_fn = ts.make_init_fn(model, config.data.image_size, make_tx)
-  shapes = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
-  return model, jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-      shapes)
+  return model, ts.abstract_state(init_fn, sharding)
 
 
 def load_pretrained(run_dir: str, step: int | None = None,

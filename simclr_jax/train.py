@@ -73,10 +73,11 @@ class TrainSetup:
     self.data_sharding = NamedSharding(self.mesh, P(step_lib.DATA_AXIS))
     # Shapes first (no compute, no memory): checks the model builds and gives
     # the restore target.
-    abstract = jax.eval_shape(self.init_fn, jax.random.PRNGKey(0))
-    self.abstract_state = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                       sharding=self.replicated), abstract)
+    self.abstract_state = ts.abstract_state(self.init_fn, self.replicated)
+    # Frozen-encoder features for the monitor and the final evaluation; one
+    # jitted function, so each shape compiles once.
+    self.feature_fn = evaluation.make_feature_fn(self.model, self.mesh,
+                                                 config.data.image_size)
 
   def make_train_step(self, loss_cfg: ml_collections.ConfigDict,
                       params: Any) -> Any:
@@ -207,13 +208,12 @@ class _Monitor:
 
   def __call__(self, state: ts.TrainState) -> dict[str, float]:
     e, setup = self.config.eval, self.setup
-    feature_fn = evaluation.make_feature_fn(setup.model, setup.mesh,
-                                            self.config.data.image_size)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
 
     def features(split, cap=0):
       return evaluation.extract_features(
-          feature_fn, variables, _eval_batches(self.config, setup, split),
+          setup.feature_fn, variables,
+          _eval_batches(self.config, setup, split),
           setup.data_sharding, max_examples=cap)
 
     bank = features(setup.data_cfg.train_split, e.monitor_train_examples)
@@ -252,8 +252,7 @@ def _evaluate(config: ml_collections.ConfigDict, setup: TrainSetup,
   """kNN and linear probe for the trained encoder, and as baselines a
   random encoder of the same architecture and (optionally) raw pixels."""
   e = config.eval
-  feature_fn = evaluation.make_feature_fn(setup.model, setup.mesh,
-                                          config.data.image_size)
+  feature_fn = setup.feature_fn
   train_split = setup.data_cfg.train_split
 
   def features(fn, variables, split):

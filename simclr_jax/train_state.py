@@ -84,5 +84,15 @@ def make_init_fn(model: models.SimCLRModel, image_size: int,
   return init
 
 
+def abstract_state(init_fn: Callable[[jnp.ndarray], TrainState],
+                   sharding: jax.sharding.Sharding) -> TrainState:
+  """Shapes and dtypes of `init_fn`'s state placed with `sharding`, without
+  compute or memory: a restore target, and a check that the model builds."""
+  shapes = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+      shapes)
+
+
 def count_params(tree: Any) -> int:
   return sum(int(x.size) for x in jax.tree_util.tree_leaves(tree))
