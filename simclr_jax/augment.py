@@ -6,7 +6,8 @@ vmaps `augment_image`), fixed output shapes, and no Python control flow on
 traced values. Which ops run is decided by an `AugmentConfig` (static data);
 whether an op fires for a given image is a traced coin flip (`jnp.where`).
 Behaviour follows SIMCLR_SPEC.md section 5 and the SimCLR reference
-(google-research/simclr, `data_util.py`).
+(google-research/simclr, `data_util.py`). Crop boxes and their resizing live
+in `simclr_jax.crops`.
 """
 
 from __future__ import annotations
@@ -20,19 +21,22 @@ import dm_pix as pix
 import jax
 import jax.numpy as jnp
 
+from simclr_jax import crops
+from simclr_jax.crops import sample_crop_box  # noqa: F401  (public here)
 from simclr_jax.errors import UserError
 
 _SAMPLERS = ("reference", "torchvision")
 _BRIGHTNESS_MODES = ("multiplicative", "additive")
-_REFERENCE_ATTEMPTS = 100
-_TORCHVISION_ATTEMPTS = 10
-# TF's sample_distorted_bounding_box as SimCLR calls it: the crop must cover
-# at least this fraction of the (whole-image) bounding box.
-_MIN_OBJECT_COVERED = 0.1
+_BLUR_SIGMA_MODES = ("per_image", "per_batch")
 # Contrast/saturation lower bound 1 - 0.8 s must stay >= 0 (TF refuses less).
 _MAX_JITTER_STRENGTH = 1.25
 _BLUR_SIGMA = (0.1, 2.0)
-_EVAL_NO_CROP_MAX_SIDE = 32
+# The reference centre-crops eval images only when the model input is larger
+# than this (`test_crop = FLAGS.image_size > 32`).
+_EVAL_NO_CROP_MAX_SIZE = 32
+# Per-example keys are `fold_in(key, i)`, equal to `split(key, n)[i]`; the key
+# of a whole batch is the one of an index no batch reaches.
+_BATCH_INDEX = 2**32 - 1
 
 
 class AugmentConfigError(UserError, ValueError):
@@ -54,6 +58,9 @@ class AugmentConfig:
   brightness: str = "multiplicative"
   grayscale_prob: float = 0.2
   blur_prob: float = 0.5
+  # "per_image": a sigma per blurred image (ours); "per_batch": one per view
+  # and batch, shared by its blurred images (like the reference).
+  blur_sigma: str = "per_image"
   solarize_prob: float = 0.0
 
   def __post_init__(self):
@@ -79,14 +86,15 @@ class AugmentConfig:
              f"{' <= 1' if top == 1.0 else ''}, got {(lo, hi)}")
       object.__setattr__(self, name, (lo, hi))
     for name, choices in (("crop_sampler", _SAMPLERS),
-                          ("brightness", _BRIGHTNESS_MODES)):
+                          ("brightness", _BRIGHTNESS_MODES),
+                          ("blur_sigma", _BLUR_SIGMA_MODES)):
       if getattr(self, name) not in choices:
         fail(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
     if (self.crop_sampler == "reference"
-        and self.crop_area[1] < _MIN_OBJECT_COVERED):
+        and self.crop_area[1] < crops.MIN_OBJECT_COVERED):
       fail(f"the reference crop sampler rejects boxes covering less than "
-           f"{_MIN_OBJECT_COVERED:.0%} of the image, so crop_area high must "
-           f"be >= {_MIN_OBJECT_COVERED}, got {self.crop_area[1]}")
+           f"{crops.MIN_OBJECT_COVERED:.0%} of the image, so crop_area high "
+           f"must be >= {crops.MIN_OBJECT_COVERED}, got {self.crop_area[1]}")
     for name in ("color_jitter_strength", "color_jitter_prob",
                  "grayscale_prob", "blur_prob", "solarize_prob"):
       value = getattr(self, name)
@@ -149,117 +157,6 @@ def _to_float(images: jnp.ndarray) -> jnp.ndarray:
   if jnp.issubdtype(images.dtype, jnp.integer):
     return images.astype(jnp.float32) / 255.0
   return images.astype(jnp.float32)
-
-
-def _randint_below(key: jax.Array, n: jnp.ndarray) -> jnp.ndarray:
-  """Uniform integer in [0, n) for traced n >= 1 (0 when n <= 0), as float."""
-  u = jax.random.uniform(key, jnp.shape(n))
-  return jnp.clip(jnp.floor(u * n), 0.0, jnp.maximum(n - 1.0, 0.0))
-
-
-def _reference_box(key: jax.Array, height: int, width: int,
-                   config: AugmentConfig) -> jnp.ndarray:
-  """TF `sample_distorted_bounding_box` as SimCLR uses it, all attempts at once.
-
-  Aspect ratio is uniform; for each attempt the integer height is uniform
-  between the heights that give the min and max area (so the area is not
-  uniform), with TF's rounding repairs. Boxes covering < 10% of the image are
-  rejected; the first valid attempt wins, else the whole image.
-  """
-  k_aspect, k_height, k_y, k_x = jax.random.split(key, 4)
-  n = _REFERENCE_ATTEMPTS
-  img_h, img_w = float(height), float(width)
-  min_area = jnp.float32(config.crop_area[0] * img_h * img_w)
-  max_area = jnp.float32(config.crop_area[1] * img_h * img_w)
-  aspect = jax.random.uniform(k_aspect, (n,), minval=config.crop_aspect[0],
-                              maxval=config.crop_aspect[1])
-  h_lo = jnp.rint(jnp.sqrt(min_area / aspect))
-  h_hi = jnp.rint(jnp.sqrt(max_area / aspect))
-  # Largest height whose rounded width still fits (TF's float repair).
-  h_fit = jnp.floor((img_w + 0.5 - 1e-7) / aspect)
-  h_fit = jnp.where(jnp.rint(h_fit * aspect) > img_w, h_fit - 1, h_fit)
-  h_hi = jnp.where(jnp.rint(h_hi * aspect) > img_w, h_fit, h_hi)
-  h_hi = jnp.minimum(h_hi, img_h)
-  h_lo = jnp.minimum(h_lo, h_hi)
-  h = h_lo + _randint_below(k_height, h_hi - h_lo + 1)
-  w = jnp.rint(h * aspect)
-  too_small = w * h < min_area
-  h = jnp.where(too_small, h + 1, h)
-  w = jnp.rint(h * aspect)
-  too_big = w * h > max_area
-  h = jnp.where(too_big, h - 1, h)
-  w = jnp.rint(h * aspect)
-  area = w * h
-  valid = ((area >= min_area) & (area <= max_area) & (w <= img_w)
-           & (h <= img_h) & (w > 0) & (h > 0)
-           & (area / (img_h * img_w) >= _MIN_OBJECT_COVERED))
-  first = jnp.argmax(valid)
-  found = valid[first]
-  h = jnp.where(found, h[first], img_h)
-  w = jnp.where(found, w[first], img_w)
-  # TF draws offsets with Uniform(img - size), i.e. in [0, img - size - 1].
-  y = _randint_below(k_y, img_h - h)
-  x = _randint_below(k_x, img_w - w)
-  return jnp.stack([y, x, h, w])
-
-
-def _torchvision_box(key: jax.Array, height: int, width: int,
-                     config: AugmentConfig) -> jnp.ndarray:
-  """torchvision `RandomResizedCrop.get_params`, all attempts at once.
-
-  Area uniform, aspect log-uniform, 10 attempts; on failure a centre crop
-  with the image aspect clamped into range.
-  """
-  k_area, k_aspect, k_y, k_x = jax.random.split(key, 4)
-  n = _TORCHVISION_ATTEMPTS
-  img_h, img_w = float(height), float(width)
-  lo, hi = config.crop_aspect
-  target = img_h * img_w * jax.random.uniform(
-      k_area, (n,), minval=config.crop_area[0], maxval=config.crop_area[1])
-  aspect = jnp.exp(jax.random.uniform(k_aspect, (n,), minval=math.log(lo),
-                                      maxval=math.log(hi)))
-  w = jnp.round(jnp.sqrt(target * aspect))
-  h = jnp.round(jnp.sqrt(target / aspect))
-  valid = (w > 0) & (w <= img_w) & (h > 0) & (h <= img_h)
-  first = jnp.argmax(valid)
-  found = valid[first]
-  h, w = h[first], w[first]
-  y = _randint_below(k_y, img_h - h + 1)
-  x = _randint_below(k_x, img_w - w + 1)
-  # Static fallback: centre crop with the image aspect clamped into range.
-  ratio = width / height
-  if ratio < lo:
-    fb_w, fb_h = width, round(width / lo)
-  elif ratio > hi:
-    fb_w, fb_h = round(height * hi), height
-  else:
-    fb_w, fb_h = width, height
-  fallback = jnp.array([(height - fb_h) // 2, (width - fb_w) // 2, fb_h, fb_w],
-                       jnp.float32)
-  return jnp.where(found, jnp.stack([y, x, h, w]), fallback)
-
-
-def sample_crop_box(key: jax.Array, height: int, width: int, *,
-                    config: AugmentConfig) -> jnp.ndarray:
-  """Random crop box (y, x, h, w) in pixels, float32 holding integers."""
-  sampler = (_reference_box if config.crop_sampler == "reference"
-             else _torchvision_box)
-  return sampler(key, height, width, config)
-
-
-def _resize_box(image: jnp.ndarray, box: jnp.ndarray, size: int) -> jnp.ndarray:
-  """Bicubic resample of the box (y, x, h, w) of an HWC image to size x size.
-
-  `scale_and_translate` lets the box be a traced value. No antialiasing, like
-  TF's `tf.image.resize(..., BICUBIC)` that SimCLR uses.
-  """
-  y, x, h, w = box[0], box[1], box[2], box[3]
-  scale = jnp.stack([size / h, size / w])
-  translation = -jnp.stack([y, x]) * scale
-  out = jax.image.scale_and_translate(
-      image, (size, size, image.shape[-1]), (0, 1), scale, translation,
-      method="cubic", antialias=False)
-  return jnp.clip(out, 0.0, 1.0)
 
 
 def _jitter_bounds(strength: float,
@@ -334,17 +231,45 @@ def _gaussian_blur(image: jnp.ndarray, sigma: jnp.ndarray,
   return blur_axis(blur_axis(image, 1), 0)
 
 
+def sample_blur_sigma(key: jax.Array) -> jnp.ndarray:
+  """One blur sigma, uniform in [0.1, 2.0] (the reference's range)."""
+  return jax.random.uniform(key, (), minval=_BLUR_SIGMA[0],
+                            maxval=_BLUR_SIGMA[1])
+
+
+def batch_key(key: jax.Array) -> jax.Array:
+  """The key of a whole batch whose example i uses `fold_in(key, i)`.
+
+  Example keys (`split(key, n)[i]` is `fold_in(key, i)`) never reach index
+  2**32 - 1, so this key is distinct from every example's.
+  """
+  return jax.random.fold_in(key, _BATCH_INDEX)
+
+
 def augment_image(key: jax.Array, image: jnp.ndarray, *,
-                  config: AugmentConfig) -> jnp.ndarray:
+                  config: AugmentConfig,
+                  batch_sigma: jnp.ndarray | None = None) -> jnp.ndarray:
   """One random view of one HWC image (uint8 or float [0,1]) -> float32 [0,1].
 
   Order: crop, flip, colour jitter, grayscale, blur, solarize. Each op has its
   own sub-key, so switching one op off leaves the others' randomness as is.
+  `batch_sigma` is the batch's sigma, given exactly when blur is on and
+  `config.blur_sigma == "per_batch"` (`simclr_augment` and
+  `views.two_views` draw it); per image, sigma comes from `key`. The crop's
+  bicubic overshoot is not clipped before the colour ops, as in the
+  reference; the image is clipped before the blur (the reference's end of
+  per-image work) and at the end.
   """
   image = _to_float(image)
   if image.ndim != 3 or image.shape[-1] != 3:
     raise ValueError(f"augment_image expects an (H, W, 3) image, "
                      f"got shape {image.shape}")
+  per_batch = config.blur_prob > 0 and config.blur_sigma == "per_batch"
+  if config.blur_prob > 0 and per_batch != (batch_sigma is not None):
+    raise ValueError(
+        f"blur_sigma={config.blur_sigma!r}: augment_image takes batch_sigma "
+        f"exactly in 'per_batch' mode (simclr_augment and views.two_views "
+        f"draw it), got batch_sigma={batch_sigma!r}")
   height, width = image.shape[:2]
   size = config.image_size
   k_crop, k_coins, k_jitter, k_blur = jax.random.split(key, 4)
@@ -353,10 +278,10 @@ def augment_image(key: jax.Array, image: jnp.ndarray, *,
 
   if config.crop:
     box = sample_crop_box(k_crop, height, width, config=config)
-    image = _resize_box(image, box, size)
+    image = crops.resize_box(image, box, size)
   elif (height, width) != (size, size):
-    image = _resize_box(image, jnp.array([0, 0, height, width], jnp.float32),
-                        size)
+    image = crops.resize_box(
+        image, jnp.array([0, 0, height, width], jnp.float32), size)
   if config.flip:
     image = jnp.where(coins[0] < 0.5, pix.flip_left_right(image), image)
   if config.color_jitter_strength > 0 and config.color_jitter_prob > 0:
@@ -367,9 +292,10 @@ def augment_image(key: jax.Array, image: jnp.ndarray, *,
   if config.grayscale_prob > 0:
     gray = pix.rgb_to_grayscale(image, keep_dims=True)
     image = jnp.where(coins[2] < config.grayscale_prob, gray, image)
+  image = jnp.clip(image, 0.0, 1.0)
   if config.blur_prob > 0:
-    sigma = jax.random.uniform(k_blur, (), minval=_BLUR_SIGMA[0],
-                               maxval=_BLUR_SIGMA[1])
+    sigma = (jnp.asarray(batch_sigma, jnp.float32) if per_batch
+             else sample_blur_sigma(k_blur))
     blurred = _gaussian_blur(image, sigma, blur_kernel_size(size))
     image = jnp.where(coins[3] < config.blur_prob, blurred, image)
   if config.solarize_prob > 0:
@@ -380,7 +306,11 @@ def augment_image(key: jax.Array, image: jnp.ndarray, *,
 
 def simclr_augment(key: jax.Array, images: jnp.ndarray, *,
                    config: AugmentConfig) -> jnp.ndarray:
-  """One view of a (B, H, W, 3) batch; image i uses key i of split(key, B)."""
+  """One view of a (B, H, W, 3) batch; image i uses key i of split(key, B).
+
+  With `blur_sigma="per_batch"` the whole batch shares one sigma drawn from
+  `batch_key(key)`.
+  """
   images = jnp.asarray(images)
   if images.ndim != 4:
     raise ValueError(f"simclr_augment expects (B, H, W, 3) images, "
@@ -392,21 +322,30 @@ def simclr_augment(key: jax.Array, images: jnp.ndarray, *,
   if len(sharding.spec) and sharding.spec[0] is not None:
     keys = jax.sharding.reshard(keys, jax.sharding.NamedSharding(
         sharding.mesh, jax.sharding.PartitionSpec(sharding.spec[0])))
-  return jax.vmap(lambda k, x: augment_image(k, x, config=config))(keys, images)
+  sigma = None
+  if config.blur_prob > 0 and config.blur_sigma == "per_batch":
+    sigma = sample_blur_sigma(batch_key(key))
+  return jax.vmap(lambda k, x: augment_image(k, x, config=config,
+                                             batch_sigma=sigma))(keys, images)
 
 
 def preprocess_eval(images: jnp.ndarray, *, image_size: int,
                     crop_fraction: float = 0.875) -> jnp.ndarray:
   """Deterministic eval view: centre crop then bicubic resize, float32 [0,1].
 
-  The crop keeps `crop_fraction` of the shorter side (SimCLR's 87.5%) and is
-  skipped for images of at most 32 px, where it would throw away too much.
-  Works on (..., H, W, 3).
+  As the reference, the decision follows the output size: for `image_size`
+  > 32 a centre square keeping `crop_fraction` of the shorter side (SimCLR's
+  87.5%, rounded as its `center_crop`) is resized to `image_size`; for
+  `image_size` <= 32 (CIFAR) nothing is cropped, and the image is only
+  resized if it is not already `image_size` square (where the reference
+  would fail). Works on (..., H, W, 3).
   """
   if not 0.0 < crop_fraction <= 1.0:
     raise AugmentConfigError(
         f"crop_fraction must be in (0, 1], got {crop_fraction}")
-  if not isinstance(image_size, numbers.Integral) or image_size < 1:
+  if (isinstance(image_size, bool) or not isinstance(image_size,
+                                                     numbers.Integral)
+      or image_size < 1):
     raise AugmentConfigError(
         f"image_size must be a positive int, got {image_size!r}")
   images = _to_float(images)
@@ -414,13 +353,12 @@ def preprocess_eval(images: jnp.ndarray, *, image_size: int,
     raise ValueError(f"preprocess_eval expects (..., H, W, C) images, "
                      f"got shape {images.shape}")
   height, width = images.shape[-3:-1]
-  if max(height, width) > _EVAL_NO_CROP_MAX_SIDE:
-    # TF's centre crop for a square output: a square on the shorter side.
-    crop = round(crop_fraction * min(height, width))
-    top, left = (height - crop + 1) // 2, (width - crop + 1) // 2
-    images = images[..., top:top + crop, left:left + crop, :]
+  if image_size > _EVAL_NO_CROP_MAX_SIZE:
+    top, left, side = crops.center_crop_box(height, width, crop_fraction)
+    images = images[..., top:top + side, left:left + side, :]
   height, width = images.shape[-3:-1]
   if (height, width) != (image_size, image_size):
+    # The crop alone is resized, as TF's `tf.image.resize` of the crop.
     ndim = images.ndim
     shape = images.shape[:-3] + (image_size, image_size, images.shape[-1])
     images = jax.image.scale_and_translate(

@@ -5,7 +5,8 @@ depend on how the batch is split over devices or processes. By default both
 views use the same augmentation distribution (the reference); `asymmetric=
 "byol"` gives the BYOL-style pair that later SimCLR re-implementations often
 use: view 1 always blurred and never solarized, view 2 rarely blurred and
-sometimes solarized.
+sometimes solarized. With `blur_sigma="per_batch"` the blurred images of a
+view share one sigma per step, drawn from the step key (reference-like).
 """
 
 from __future__ import annotations
@@ -45,17 +46,37 @@ def example_keys(step_key: jax.Array, num_examples: int) -> jax.Array:
   return jax.vmap(per_example)(jnp.arange(num_examples))
 
 
+def batch_blur_sigmas(step_key: jax.Array,
+                      configs: tuple[augment.AugmentConfig,
+                                     augment.AugmentConfig],
+                      ) -> tuple[jnp.ndarray | None, jnp.ndarray | None]:
+  """The sigma each view shares over the global batch, None per image.
+
+  Drawn from `augment.batch_key(step_key)` split like an example's key, so
+  it depends on the step only: not on the batch size, nor on how the batch
+  is split over devices.
+  """
+  keys = jax.random.split(augment.batch_key(step_key))
+  return tuple(
+      augment.sample_blur_sigma(keys[v])
+      if c.blur_prob > 0 and c.blur_sigma == "per_batch" else None
+      for v, c in enumerate(configs))
+
+
 def two_views(step_key: jax.Array, images: jnp.ndarray,
               configs: tuple[augment.AugmentConfig, augment.AugmentConfig],
               ) -> jnp.ndarray:
   """(N,H,W,3) uint8 -> (2N,S,S,3) float32, rows [x0v1, x0v2, x1v1, ...].
 
   Interleaving keeps each example's two views on the same device, so the
-  reshape never moves data between devices.
+  reshape never moves data between devices. A view whose config has
+  `blur_sigma="per_batch"` blurs with one sigma per step (`batch_blur_sigmas`).
   """
   n = images.shape[0]
   keys = example_keys(step_key, n)
-  views = [jax.vmap(lambda k, im, c=c: augment.augment_image(
-      k, im, config=c))(keys[:, v], images) for v, c in enumerate(configs)]
+  sigmas = batch_blur_sigmas(step_key, configs)
+  views = [jax.vmap(lambda k, im, c=c, s=s: augment.augment_image(
+      k, im, config=c, batch_sigma=s))(keys[:, v], images)
+           for v, (c, s) in enumerate(zip(configs, sigmas))]
   stacked = jnp.stack(views, axis=1)                  # (N, 2, S, S, 3)
   return stacked.reshape((2 * n,) + stacked.shape[2:])

@@ -114,6 +114,20 @@ def test_step_changes_encoder_and_bn_stats(one_and_eight):
   assert abs(m1[0]["contrastive_loss"] - 2 * np.log(31)) < 1.0
 
 
+def test_augmentation_keys_depend_on_the_step():
+  """Same params, same batch, step counter 0 or 1: the loss (computed before
+  the update, so blind to the learning rate) differs only if the views do."""
+  mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
+  crop_flip = augment.make_augment_config("crop_flip", 16)  # cheap to compile
+  state, step = _build(mesh, view_cfgs=(crop_flip, crop_flip))
+  state = jax.device_get(state)  # the step donates its input
+  batch = _batch(mesh)
+  losses = [float(step(state.replace(step=np.asarray(s, state.step.dtype)),
+                       batch)[1]["contrastive_loss"]) for s in (0, 1, 0)]
+  np.testing.assert_allclose(losses[2], losses[0], rtol=1e-6)  # same views
+  assert abs(losses[1] - losses[0]) > 1e-3
+
+
 def test_half_precision_step_keeps_float32_state_and_loss():
   mesh = Mesh(np.array(jax.devices()[:2]), ("data",))
   state, step = _build(mesh, half_precision=True)

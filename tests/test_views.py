@@ -60,3 +60,32 @@ def test_byol_view_two_solarizes_and_view_one_does_not():
 def test_unknown_asymmetric_name():
   with pytest.raises(UserError, match="asymmetric='simsiam' is unknown"):
     views.view_configs(augment.AugmentConfig(image_size=32), "simsiam")
+
+
+def test_batch_key_is_no_example_key():
+  key = jax.random.PRNGKey(5)
+  batch = np.asarray(augment.batch_key(key)).tobytes()
+  examples = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(4096))
+  assert batch not in {k.tobytes() for k in np.asarray(examples)}
+
+
+def test_per_batch_sigma_views_ignore_batch_size_and_device_split():
+  # Full views with a shared per-view sigma: the first 8 examples of a
+  # 16-example batch get the views they get alone, and 8 devices give the
+  # views of one.
+  # (Jitter off to keep it cheap; 24 px gives a 3-tap blur.)
+  cfg = augment.AugmentConfig(image_size=24, color_jitter_prob=0.0,
+                              blur_prob=0.5, blur_sigma="per_batch")
+  assert views.batch_blur_sigmas(jax.random.PRNGKey(0), (
+      cfg, augment.AugmentConfig(image_size=24)))[1] is None
+  images = np.random.default_rng(0).integers(0, 256, (16, 24, 24, 3),
+                                             np.uint8)
+  fn = jax.jit(lambda k, x: views.two_views(k, x, (cfg, cfg)))
+  key = jax.random.PRNGKey(2)
+  whole = np.asarray(fn(key, images))
+  np.testing.assert_allclose(np.asarray(fn(key, images[:8])), whole[:16],
+                             atol=1e-6)
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+  sharded = jax.device_put(images, jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec("data")))
+  np.testing.assert_allclose(np.asarray(fn(key, sharded)), whole, atol=1e-6)
