@@ -7,6 +7,9 @@ device, one key per example), BN in training mode with statistics over the
 global batch (as in pretraining), and the reference recipe: LARS with the
 pretraining masks (no decay or trust ratio for BN, biases and the classifier),
 momentum 0.9, weight decay 0, lr 0.005 x sqrt(B), cosine decay, no warmup.
+The classifier starts at zero, kernel and bias (the reference's fine-tuning
+commands pass `--zero_init_logits_layer=True`), unless `zero_init_head` is
+False.
 
 The augmented view and the masked top-1/top-5 evaluation are shared with
 linear evaluation (`simclr_jax/classify.py`).
@@ -36,11 +39,20 @@ LogFn = Callable[[int, dict], None]
 
 
 def init_variables(model: models.FineTuneModel, pretrained_variables: dict, *,
-                   image_size: int, seed: int = 0) -> dict:
-  """Fine-tuning variables: a fresh classifier, pretrained everything else."""
+                   image_size: int, seed: int = 0,
+                   zero_init_head: bool = True) -> dict:
+  """Fine-tuning variables: pretrained everything but the classifier
+  ('head_supervised'), which is all zeros (kernel and bias, the reference's
+  `zero_init_logits_layer`) or, with `zero_init_head=False`, the Dense
+  default init (kernel normal stddev 0.01, bias 0)."""
   dummy = jnp.zeros((2, image_size, image_size, 3), jnp.float32)
   fresh = jax.jit(lambda key: model.init(key, dummy, train=False))(
       jax.random.PRNGKey(seed))
+  if zero_init_head:
+    params = dict(fresh["params"])
+    params["head_supervised"] = jax.tree.map(jnp.zeros_like,
+                                             params["head_supervised"])
+    fresh = dict(fresh, params=params)
   return models.init_from_pretrained(fresh, pretrained_variables)
 
 

@@ -10,8 +10,12 @@ their (Q, k) running top-k. Every chunk is padded to the same shape, so the
 whole search compiles once. With a `mesh`, each query chunk is split over
 all mesh devices (the bank chunk is replicated), so devices share the work.
 
-Votes follow the SimCLR/InstDisc kNN monitor: each of the k nearest bank
-items votes for its label with weight exp(similarity / temperature). Several
+Votes follow the weighted kNN classifier of InstDisc (Wu et al., 2018,
+"Unsupervised Feature Learning via Non-Parametric Instance Discrimination"),
+widely used as a monitor by later self-supervised work: each of the k
+nearest bank items (cosine similarity) votes for its label with weight
+exp(similarity / temperature). Neither the SimCLR papers nor the SimCLR
+code evaluate with kNN; this is an addition, not a SimCLR protocol. Several
 k are answered from a single top-max(k) search, since the top-k of a query
 is a prefix of its top-max(k).
 """
@@ -198,7 +202,9 @@ def knn_classify(bank: ArrayLike, bank_labels: ArrayLike, queries: ArrayLike,
 
   Returns {"knn_top1_k200": ..., "knn_top5_k200": ..., "knn_top1_k20": ...}
   keyed by the requested k (a k above the bank size uses the whole bank).
-  Defaults: k = 200 and 20, temperature 0.1, as in the SimCLR/InstDisc kNN.
+  Defaults: k = 200 and 20, temperature 0.1. k = 200 is InstDisc's setting
+  (which weighted by its training temperature, 0.07); 0.1 is a common
+  later choice.
   """
   effective = {k: min(k, int(bank.shape[0])) for k in ks}
   preds = knn_predict(bank, bank_labels, queries, num_classes=num_classes,

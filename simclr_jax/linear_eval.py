@@ -6,7 +6,13 @@ the step; only the `SupervisedHead` parameters are in the optimiser); each
 training image gets a random crop and flip on device (augment preset
 "crop_flip", one key per example from its global index); SGD with Nesterov
 momentum 0.9, learning rate base x B / 256 with cosine decay and no warmup;
-weight decay on the head's kernel only (0 for CIFAR, 1e-6 for ImageNet).
+weight decay 0 for CIFAR, 1e-6 for ImageNet. As in the reference's README
+commands (`--zero_init_logits_layer=True`) the head's kernel and bias start
+at zero, and the decay covers the bias too: the reference's momentum
+optimiser gets its decay from an L2 loss term over every trainable variable
+but BatchNorm's, which in linear evaluation is the head's kernel and bias.
+`zero_init_head=False` / `decay_bias=False` give the Dense default init
+(normal, stddev 0.01) / kernel-only decay instead.
 
 The train step is generic in a `forward` function
 `forward(params, batch_stats, frozen, images, train) -> (logits, batch_stats)`;
@@ -107,6 +113,33 @@ def linear_forward(model: Any, num_classes: int) -> Forward:
   return forward
 
 
+def head_optimizer(learning_rate: optax.ScalarOrSchedule, *,
+                   momentum: float = 0.9, weight_decay: float = 0.0,
+                   decay_bias: bool = True) -> optax.GradientTransformation:
+  """SGD with Nesterov momentum for the linear head (`optim.sgd_nesterov`).
+
+  `g += weight_decay * w` for the kernel, and with `decay_bias` for the bias
+  too: the gradient of the reference's L2 term `wd * sum ||v||^2 / 2` over
+  the head's variables.
+  """
+  if not decay_bias or not weight_decay:
+    return optim.sgd_nesterov(learning_rate, momentum=momentum,
+                              weight_decay=weight_decay)
+  return optax.chain(optax.add_decayed_weights(weight_decay),
+                     optim.sgd_nesterov(learning_rate, momentum=momentum))
+
+
+def init_head(key: jax.Array, num_classes: int, dim: int,
+              zero_init: bool = True) -> Any:
+  """`SupervisedHead` params for `dim`-wide features; all zeros (kernel and
+  bias, the reference's `zero_init_logits_layer`) unless `zero_init` is
+  False."""
+  params = SupervisedHead(num_classes).init(key, jnp.zeros((1, dim)))["params"]
+  if zero_init:
+    params = jax.tree.map(jnp.zeros_like, params)
+  return params
+
+
 def train_linear(model: Any, variables: dict,
                  train_batches: Iterator[dict], *, mesh: Mesh,
                  num_classes: int, steps: int, batch_size: int,
@@ -114,6 +147,7 @@ def train_linear(model: Any, variables: dict,
                  lr_scaling: str = "linear", weight_decay: float = 0.0,
                  momentum: float = 0.9, seed: int = 0,
                  augment_preset: str = "crop_flip",
+                 zero_init_head: bool = True, decay_bias: bool = True,
                  log_fn: Callable[[int, dict[str, float]], None] | None = None,
                  log_every: int = 100) -> Any:
   """Trains a linear head on the frozen encoder; returns the head params.
@@ -121,8 +155,10 @@ def train_linear(model: Any, variables: dict,
   `variables` are the SimCLRModel's {'params', 'batch_stats'} (never
   modified); `train_batches` yields global batches of `batch_size` (uint8
   images, int labels) as from data.train_batches, per-process numpy or
-  already on device. `log_fn(step, means)` gets the loss, train top-1 and
-  learning rate averaged over every `log_every` steps.
+  already on device. The head starts at zero (`zero_init_head`) and
+  `weight_decay` covers its bias too (`decay_bias`), as in the reference.
+  `log_fn(step, means)` gets the loss, train top-1 and learning rate
+  averaged over every `log_every` steps.
   """
   if num_classes < 1 or steps < 1:
     raise UserError(f"linear evaluation needs labelled data and steps >= 1; "
@@ -138,14 +174,14 @@ def train_linear(model: Any, variables: dict,
   dim = jax.eval_shape(lambda v: model.backbone.apply(
       v, jnp.zeros((1, image_size, image_size, 3)), train=False),
                        frozen).shape[-1]
-  tx = optim.sgd_nesterov(schedule, momentum=momentum,
-                          weight_decay=weight_decay)
+  tx = head_optimizer(schedule, momentum=momentum, weight_decay=weight_decay,
+                      decay_bias=decay_bias)
 
   def init(key):
-    params = SupervisedHead(num_classes).init(key, jnp.zeros((1, dim)))
+    params = init_head(key, num_classes, dim, zero_init=zero_init_head)
     return SupervisedState(
-        step=jnp.zeros((), jnp.int32), params=params["params"],
-        opt_state=tx.init(params["params"]), batch_stats={},
+        step=jnp.zeros((), jnp.int32), params=params,
+        opt_state=tx.init(params), batch_stats={},
         rng=jax.random.fold_in(key, 1))
 
   state = jax.jit(init, out_shardings=replicated)(jax.random.PRNGKey(seed))

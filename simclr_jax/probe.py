@@ -1,8 +1,13 @@
 """Fast linear evaluation: L2-regularised softmax regression on frozen features.
 
-The SimCLR paper's transfer protocol (appendix B.8): features extracted once
+Not the SimCLR paper's exact protocol. It is modelled on the paper's
+transfer-learning evaluation (appendix B.8: features extracted once
 without augmentation, a multinomial logistic regression fitted with L-BFGS,
-and the L2 strength chosen on a validation split. Here everything runs on
+the L2 strength chosen on a validation split), but the paper searched 45
+log-spaced L2 values between 1e-6 and 1e5, whereas `L2_GRID` here has 7
+(1e-6 ... 1, one per decade) on standardised features, so numbers from the
+two cannot be compared. The SimCLR linear-evaluation numbers come from SGD
+on augmented images (`linear_eval.py`). Here everything runs on
 device: the standardised training features are uploaded once (rows split
 over the mesh devices when a mesh is given), subsets are selected by weight
 vectors rather than copies, and each fit is one jitted `lax.while_loop`

@@ -6,7 +6,11 @@ scripts can collect results without knowing how they were made:
   schema_version  1
   mode            "pretrain" | "linear" | "finetune" | "knn"
   metrics         {name: value} (pretraining: {encoder: {name: value}} for
-                  the trained / random_init / raw_pixels rows)
+                  the trained / random_init / raw_pixels rows, each with
+                  knn_k<k>_accuracy and (eval.linear_probe)
+                  linear_accuracy; the trained row
+                  also has online_head_top1 / online_head_top5, the online
+                  supervised head on the eval split)
   checkpoint      {"dir": absolute run directory, "step": optimiser steps}
   dataset         {"source", "name", "train_split", "eval_split",
                    "num_train", "num_eval", "num_classes"}

@@ -247,10 +247,41 @@ def _scores(e: ml_collections.ConfigDict, num_classes: int, seed: int,
   return out
 
 
+def online_head_accuracy(head_params: Any, features: np.ndarray,
+                         labels: np.ndarray, *,
+                         chunk: int = 8192) -> dict[str, float]:
+  """Top-1 / top-5 of the online supervised head on frozen features.
+
+  `head_params` are the 'head_supervised' params trained jointly during
+  pretraining ({'linear': {'kernel', 'bias'}}); `features` are the backbone
+  outputs the head sees inside `SimCLRModel`. On eval-split features (eval
+  preprocessing, inference-mode BN) these are the reference's
+  end-of-pretraining `label_top_1_accuracy` / `label_top_5_accuracy`.
+  Computed on the host, `chunk` rows at a time; top-5 is top-min(5, C), and
+  a row's top-1 hit is also a top-5 hit.
+  """
+  head = jax.device_get(head_params)["linear"]
+  kernel = np.asarray(head["kernel"], np.float32)
+  bias = np.asarray(head["bias"], np.float32)
+  labels = np.asarray(labels)
+  k = min(5, kernel.shape[-1])
+  top1 = top5 = 0
+  for i in range(0, len(labels), chunk):
+    logits = np.asarray(features[i:i + chunk], np.float32) @ kernel + bias
+    top = np.argsort(-logits, axis=-1, kind="stable")[:, :k]
+    hits = top == labels[i:i + chunk, None]
+    top1 += int(hits[:, 0].sum())
+    top5 += int(hits.any(-1).sum())
+  n = max(len(labels), 1)
+  return {"online_head_top1": top1 / n, "online_head_top5": top5 / n}
+
+
 def _evaluate(config: ml_collections.ConfigDict, setup: TrainSetup,
               state: ts.TrainState, reporter: Reporter) -> dict[str, Any]:
   """kNN and linear probe for the trained encoder, and as baselines a
-  random encoder of the same architecture and (optionally) raw pixels."""
+  random encoder of the same architecture and (optionally) raw pixels; the
+  trained row also holds the online head's top-1 / top-5 on the eval
+  split."""
   e = config.eval
   feature_fn = setup.feature_fn
   train_split = setup.data_cfg.train_split
@@ -261,17 +292,23 @@ def _evaluate(config: ml_collections.ConfigDict, setup: TrainSetup,
                                        _eval_batches(config, setup, split),
                                        setup.data_sharding, max_examples=cap)
 
-  def scores(fn, variables) -> dict[str, float]:
-    return _scores(e, setup.info.num_classes, config.seed, setup.mesh,
-                   features(fn, variables, train_split),
-                   features(fn, variables, setup.data_cfg.eval_split))
+  def scores(fn, variables, online_head=None) -> dict[str, float]:
+    test = features(fn, variables, setup.data_cfg.eval_split)
+    out = _scores(e, setup.info.num_classes, config.seed, setup.mesh,
+                  features(fn, variables, train_split), test)
+    if online_head is not None:
+      out.update(online_head_accuracy(online_head, *test))
+    return out
 
+  head = state.params.get(optim.SUPERVISED_HEAD)  # online head, if any
   reporter.print(f"Evaluating on '{setup.data_cfg.eval_split}' "
                  f"({setup.info.num_eval:,} images): kNN (k="
                  f"{', '.join(map(str, e.knn_ks))}) and linear probe on "
-                 "frozen features...")
+                 "frozen features"
+                 + (", online supervised head" if head is not None else "")
+                 + "...")
   trained = {"params": state.params, "batch_stats": state.batch_stats}
-  results = {"trained": scores(feature_fn, trained)}
+  results = {"trained": scores(feature_fn, trained, head)}
   if e.compare_random_init:
     random_state = setup.init_state(config.seed + 1)
     variables = evaluation.recalibrate_batch_stats(

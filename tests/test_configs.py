@@ -120,6 +120,133 @@ def test_recipes_batch_and_learning_rate():
   assert abs(_peak_lr(v3_8) - 4.8) < 1e-9
 
 
+# ---------------------------------------------------------------------------
+# Recipe constants, written out from the papers and the reference's README
+# commands (never read from a config): a changed recipe value in a config
+# file, in simclr_jax/presets.py or in simclr_jax/defaults.py fails here.
+
+# SimCLR v1 ImageNet pretraining (paper; reference README): ResNet-50, B
+# 4096, LARS (momentum 0.9, trust coefficient 1e-3), lr 0.3 x B/256, 10
+# warm-up epochs, wd 1e-6, tau 0.1, 100 epochs, 2-layer 128-d head; colour
+# strength 1.0 (p 0.8, additive brightness in v1), grayscale 0.2, blur 0.5;
+# crop area 0.08-1, aspect 3/4-4/3.
+PRETRAIN_V1 = {
+    "model.depth": 50, "model.width_multiplier": 1.0, "model.sk_ratio": 0.0,
+    "model.cifar_stem": False, "model.proj_head_layers": 2,
+    "model.proj_out_dim": 128, "data.image_size": 224, "batch_size": 4096,
+    "epochs": 100, "train_steps": 0, "optim.base_learning_rate": 0.3,
+    "optim.lr_scaling": "linear", "optim.warmup_epochs": 10.0,
+    "optim.weight_decay": 1e-6, "optim.momentum": 0.9,
+    "optim.trust_coefficient": 0.001, "loss.temperature": 0.1,
+    "loss.hidden_norm": True, "augment.color_jitter_strength": 1.0,
+    "augment.color_jitter_prob": 0.8, "augment.brightness": "additive",
+    "augment.grayscale_prob": 0.2, "augment.blur_prob": 0.5,
+    "augment.solarize_prob": 0.0, "augment.crop_area": (0.08, 1.0),
+    "augment.crop_aspect": (3 / 4, 4 / 3), "augment.asymmetric": "",
+}
+# SimCLR v2: 3-layer head, multiplicative brightness, wd 1e-4, lr 0.1 x
+# sqrt(B), 800 epochs; the rest as v1.
+PRETRAIN_V2 = dict(PRETRAIN_V1, **{
+    "model.proj_head_layers": 3, "augment.brightness": "multiplicative",
+    "optim.weight_decay": 1e-4, "optim.base_learning_rate": 0.1,
+    "optim.lr_scaling": "sqrt", "epochs": 800})
+# CIFAR-10 (reference README command): ResNet-18 CIFAR stem at 32 px, B 512,
+# lr 1.0 x B/256, wd 1e-4, tau 0.5, colour strength 0.5, no blur, 1000
+# epochs, the flags' defaults otherwise (3-layer head, 10 warm-up epochs,
+# multiplicative brightness).
+PRETRAIN_CIFAR = dict(PRETRAIN_V1, **{
+    "model.depth": 18, "model.cifar_stem": True, "model.proj_head_layers": 3,
+    "data.image_size": 32, "batch_size": 512, "epochs": 1000,
+    "optim.base_learning_rate": 1.0, "optim.weight_decay": 1e-4,
+    "loss.temperature": 0.5, "augment.color_jitter_strength": 0.5,
+    "augment.brightness": "multiplicative", "augment.blur_prob": 0.0})
+# Linear evaluation (paper; README commands): SGD Nesterov momentum 0.9, lr
+# 0.1 x B/256, no warm-up (none exists in the protocol), head zero-
+# initialised, L2 over the head's kernel and bias; ImageNet 90 epochs at B
+# 4096 with wd 1e-6, CIFAR-10 100 epochs at B 512 with wd 0.
+LINEAR_IMAGENET = {
+    "linear_eval.method": "sgd", "linear_eval.epochs": 90,
+    "linear_eval.batch_size": 4096, "linear_eval.base_learning_rate": 0.1,
+    "linear_eval.lr_scaling": "linear", "linear_eval.momentum": 0.9,
+    "linear_eval.weight_decay": 1e-6, "linear_eval.decay_bias": True,
+    "linear_eval.zero_init_head": True,
+}
+LINEAR_CIFAR = dict(LINEAR_IMAGENET, **{
+    "linear_eval.epochs": 100, "linear_eval.batch_size": 512,
+    "linear_eval.weight_decay": 0.0})
+# Semi-supervised fine-tuning (v2 paper; README): LARS momentum 0.9, lr
+# 0.005 x sqrt(B), wd 0, no warm-up, B 1024, 60 epochs, zero-initialised
+# classifier, from head layer 1 in v2 (the encoder output in v1).
+FINETUNE_V2 = {
+    "finetune.epochs": 60, "finetune.batch_size": 1024,
+    "finetune.base_learning_rate": 0.005, "finetune.lr_scaling": "sqrt",
+    "finetune.momentum": 0.9, "finetune.weight_decay": 0.0,
+    "finetune.warmup_epochs": 0.0, "finetune.zero_init_head": True,
+    "finetune.head_layers": 1,
+}
+FINETUNE_V1 = dict(FINETUNE_V2, **{"finetune.head_layers": 0})
+# configs/cifar10.py fine-tunes from the encoder output at B 512 (the
+# reference has no CIFAR-10 fine-tuning command).
+FINETUNE_CIFAR = dict(FINETUNE_V1, **{"finetune.batch_size": 512})
+IMAGENET_V1 = {**PRETRAIN_V1, **LINEAR_IMAGENET, **FINETUNE_V1}
+# The compute recipes: the v1 recipe, in bfloat16; tpu_v3_8.py keeps 128
+# pairs per core (B 1024) and the README's square-root rule for small
+# batches, 0.075 x sqrt(B) (= 4.8 at B 4096, 2.4 at B 1024).
+COMPUTE = {"model.half_precision": True, "model.global_bn": True,
+           "data.num_shards": 32}
+RECIPE_VALUES = {
+    "cifar10.py": {**PRETRAIN_CIFAR, **LINEAR_CIFAR, **FINETUNE_CIFAR},
+    "imagenet.py": IMAGENET_V1,
+    "imagenet_v2.py": {**PRETRAIN_V2, **LINEAR_IMAGENET, **FINETUNE_V2},
+    "tpu_v3_32.py": {**IMAGENET_V1, **COMPUTE},
+    "tpu_v3.py": {**IMAGENET_V1, **COMPUTE},
+    "gpu_8.py": {**IMAGENET_V1, **COMPUTE},
+    "gpu_multinode.py": {**IMAGENET_V1, **COMPUTE},
+    "tpu_v3_8.py": {**IMAGENET_V1, **COMPUTE, "batch_size": 1024,
+                    "optim.base_learning_rate": 0.075,
+                    "optim.lr_scaling": "sqrt"},
+}
+# Peak learning rates (pretraining, linear evaluation, fine-tuning), as the
+# papers / README state them.
+PEAK_LR = {
+    "cifar10.py": (2.0, 0.2, 0.005 * 512 ** 0.5),
+    "imagenet.py": (4.8, 1.6, 0.16),
+    "imagenet_v2.py": (6.4, 1.6, 0.16),
+    "tpu_v3_32.py": (4.8, 1.6, 0.16),
+    "tpu_v3.py": (4.8, 1.6, 0.16),
+    "gpu_8.py": (4.8, 1.6, 0.16),
+    "gpu_multinode.py": (4.8, 1.6, 0.16),
+    "tpu_v3_8.py": (2.4, 1.6, 0.16),
+}
+# Keys a recipe config may set beyond RECIPE_VALUES: data location, host
+# pipeline sizing and bookkeeping, which no paper fixes.
+BOOKKEEPING = {"data.name", "data.eval_split", "data.cache", "data.host_size",
+               "log_every_steps", "checkpoint_every_steps", "eval.batch_size",
+               "eval.max_train_examples", "distributed.timeout_s"}
+
+
+@pytest.mark.parametrize("name", sorted(RECIPE_VALUES))
+def test_recipe_constants_are_the_papers(name):
+  c = _load(name)
+  flat = _flat(c.to_dict())
+  want = RECIPE_VALUES[name]
+  got = {k: flat[k] for k in want}
+  assert got == want, {k: (got[k], v) for k, v in want.items()
+                       if got[k] != v}
+  pretrain, linear, finetune = PEAK_LR[name]
+  assert _peak_lr(c) == pytest.approx(pretrain, rel=1e-9)
+  le, ft = c.linear_eval, c.finetune
+  assert optim.scaled_learning_rate(
+      le.base_learning_rate, le.batch_size, le.lr_scaling) == pytest.approx(
+          linear, rel=1e-9)
+  assert optim.scaled_learning_rate(
+      ft.base_learning_rate, ft.batch_size, ft.lr_scaling) == pytest.approx(
+          finetune, rel=1e-9)
+  # Whatever else the file sets is bookkeeping, not an unchecked recipe value.
+  extra = set(_changed(c, defaults.base_config())) - set(want) - BOOKKEEPING
+  assert not extra, extra
+
+
 def test_recipes_are_small_diffs_of_the_imagenet_config():
   imagenet = _load("imagenet.py")
   common = {"model.half_precision": True, "data.num_shards": 32,

@@ -5,6 +5,8 @@ A tiny ResNet-18 (width 1/8, CIFAR stem, 16 px) with a randomly initialised
 devices hold the batch.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 from jax.sharding import Mesh
 
 from simclr_jax import augment
+from simclr_jax import classify
 from simclr_jax import data as data_lib
 from simclr_jax import finetune as ft_lib
 from simclr_jax import models
@@ -27,7 +30,9 @@ DATA = data_lib.DataConfig(source="builtin", image_size=SIZE,
                            builtin_eval_examples=40, shuffle_buffer=64)
 
 
-def _pretrained(head_layers: int):
+@functools.lru_cache(maxsize=None)
+def _simclr():
+  """The stand-in pretraining model and its variables (built once)."""
   model = models.SimCLRModel(
       backbone=models.ResNet(depth=18, width_multiplier=0.125,
                              cifar_stem=True),
@@ -36,10 +41,16 @@ def _pretrained(head_layers: int):
   variables = jax.jit(lambda key: model.init(
       key, jnp.zeros((2, SIZE, SIZE, 3)), train=False))(
           jax.random.PRNGKey(1))
+  return model, variables
+
+
+def _pretrained(head_layers: int, **init_options):
+  model, variables = _simclr()
   ft_model = models.finetune_model(model, num_classes=NUM_CLASSES,
                                    head_layers=head_layers)
   return ft_model, ft_lib.init_variables(ft_model, variables,
-                                         image_size=SIZE, seed=2)
+                                         image_size=SIZE, seed=2,
+                                         **init_options)
 
 
 def _train_batches():
@@ -55,14 +66,29 @@ def mesh():
 
 @pytest.fixture(scope="module")
 def run_v1(mesh):
-  """20 steps from the backbone output, logging every step."""
+  """20 steps from the backbone output, logging every step; records the
+  augmentation configs and LARS arguments the run builds."""
   model, variables = _pretrained(head_layers=0)
-  logs = []
-  tuned = ft_lib.finetune(
-      model, variables, _train_batches(), mesh=mesh, steps=20,
-      batch_size=BATCH, image_size=SIZE, base_learning_rate=0.05, seed=0,
-      log_fn=lambda step, m: logs.append((step, m)), log_every=1)
-  return model, variables, jax.device_get(tuned), logs
+  logs, built = [], {"views": [], "lars": []}
+  view, lars = classify.augmented_view, ft_lib.optim.lars
+
+  def spy_view(key, images, config):
+    built["views"].append(config)
+    return view(key, images, config)
+
+  def spy_lars(*args, **kwargs):
+    built["lars"].append(kwargs)
+    return lars(*args, **kwargs)
+
+  classify.augmented_view, ft_lib.optim.lars = spy_view, spy_lars
+  try:
+    tuned = ft_lib.finetune(
+        model, variables, _train_batches(), mesh=mesh, steps=20,
+        batch_size=BATCH, image_size=SIZE, base_learning_rate=0.05, seed=0,
+        log_fn=lambda step, m: logs.append((step, m)), log_every=1)
+  finally:
+    classify.augmented_view, ft_lib.optim.lars = view, lars
+  return model, variables, jax.device_get(tuned), logs, built
 
 
 def _flat(tree):
@@ -71,7 +97,7 @@ def _flat(tree):
 
 
 def test_finetune_trains_the_whole_network(run_v1):
-  _, before, after, _ = run_v1
+  _, before, after, _, _ = run_v1
   for collection in ("params", "batch_stats"):
     old, new = _flat(before[collection]), _flat(after[collection])
     assert old.keys() == new.keys()
@@ -82,7 +108,7 @@ def test_finetune_trains_the_whole_network(run_v1):
 
 
 def test_finetune_loss_decreases_and_logs(run_v1):
-  _, _, _, logs = run_v1
+  _, _, _, logs, _ = run_v1
   assert [step for step, _ in logs] == list(range(1, 21))
   losses = np.array([m["loss"] for _, m in logs])
   assert np.all(np.isfinite(losses))
@@ -98,8 +124,43 @@ def test_finetune_loss_decreases_and_logs(run_v1):
                              [schedule(s) for s in range(20)], rtol=1e-5)
 
 
+def test_finetune_recipe_crop_flip_views_and_lars(run_v1):
+  """One crop-and-flip view per image (no colour, grayscale or blur); LARS
+  with momentum 0.9 and, by default, no weight decay."""
+  _, _, _, _, built = run_v1
+  assert built["views"] == [augment.make_augment_config("crop_flip", SIZE)]
+  (lars,) = built["lars"]
+  assert (lars["momentum"], lars["weight_decay"]) == (0.9, 0.0)
+
+
+def test_classifier_starts_at_zero_unless_asked(run_v1):
+  """The reference's fine-tuning commands zero the classifier, kernel and
+  bias (`--zero_init_logits_layer=True`); the Dense init is the option."""
+  _, zero, _, logs, _ = run_v1     # the default init the run started from
+  _, dense = _pretrained(head_layers=0, zero_init_head=False)
+  for name, variables in (("zero", zero), ("dense", dense)):
+    head = jax.device_get(variables["params"]["head_supervised"]["linear"])
+    assert head["kernel"].shape == (64, NUM_CLASSES)
+    np.testing.assert_array_equal(head["bias"], 0.0)
+    if name == "zero":
+      np.testing.assert_array_equal(head["kernel"], 0.0)
+    else:
+      assert 0.005 < head["kernel"].std() < 0.02   # normal, stddev 0.01
+  # Everything else is the pretrained network either way.
+  for collection in ("params", "batch_stats"):
+    a = {k: v for k, v in _flat(zero[collection]).items()
+         if "head_supervised" not in k}
+    b = {k: v for k, v in _flat(dense[collection]).items()
+         if "head_supervised" not in k}
+    assert a.keys() == b.keys() and a
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+  # From a zero classifier, the first logits are all 0: loss ln(C).
+  np.testing.assert_allclose(logs[0][1]["loss"], np.log(NUM_CLASSES),
+                             rtol=1e-6)
+
+
 def test_evaluate_counts_only_masked_rows(run_v1, mesh):
-  model, _, tuned, _ = run_v1
+  model, _, tuned, _, _ = run_v1
   batches = list(data_lib.eval_batches(DATA, "test", global_batch_size=BATCH))
   assert len(batches) == 2 and batches[1]["mask"].sum() == 8
   result = ft_lib.evaluate(model, tuned, batches, mesh, SIZE)

@@ -1,5 +1,7 @@
 """Linear evaluation on a frozen encoder: frozen really is frozen, it learns,
-and the evaluation counts only real examples."""
+its updates are the paper's / reference's (zero-initialised head, SGD
+Nesterov, lr 0.1 x B/256 with cosine decay and no warm-up, L2 on kernel and
+bias, crop-and-flip views), and the evaluation counts only real examples."""
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +10,7 @@ import pytest
 from jax.sharding import Mesh
 
 from simclr_jax import augment
+from simclr_jax import classify
 from simclr_jax import evaluation
 from simclr_jax import linear_eval
 from simclr_jax import models
@@ -33,7 +36,7 @@ def _train_batches(seed):
 
 
 @pytest.fixture(scope="module")
-def setup():
+def encoder():
   model = models.SimCLRModel(
       backbone=models.ResNet(depth=18, width_multiplier=0.125,
                              cifar_stem=True),
@@ -41,7 +44,12 @@ def setup():
       num_classes=0)
   variables = jax.jit(lambda k: model.init(
       k, jnp.zeros((2, SIZE, SIZE, 3)), train=False))(jax.random.PRNGKey(0))
-  mesh = Mesh(np.array(jax.devices()), ("data",))
+  return model, variables, Mesh(np.array(jax.devices()), ("data",))
+
+
+@pytest.fixture(scope="module")
+def setup(encoder):
+  model, variables, mesh = encoder
   before = jax.device_get(variables)
   logs = []
   # A random encoder's features are tiny (norm ~0.3), hence the large rate.
@@ -117,3 +125,96 @@ def test_batch_size_mismatch_is_a_user_error(setup):
     linear_eval.train_linear(model, variables, _train_batches(0), mesh=mesh,
                              num_classes=CLASSES, steps=1, batch_size=64,
                              image_size=SIZE)
+
+
+def _flat_colour_batches(seed, n):
+  """`n` batches of single-colour images: a crop, flip or bicubic resize of
+  such an image is the same image, so the training view's features are
+  known without reproducing the random augmentation."""
+  rng = np.random.default_rng(seed)
+  out = []
+  for _ in range(n):
+    labels = rng.integers(0, CLASSES, BATCH).astype(np.int32)
+    colour = np.clip(COLOURS[labels] + rng.normal(0, 40, (BATCH, 3)), 0, 255)
+    images = np.broadcast_to(colour[:, None, None].astype(np.uint8),
+                             (BATCH, SIZE, SIZE, 3)).copy()
+    out.append({"image": images, "label": labels})
+  return out
+
+
+def _head_by_hand(features, labels, *, w, b, base_lr, wd, decay_bias,
+                  momentum=0.9, nesterov=True):
+  """The reference linear evaluation, in float64: logits `h W + b`, mean
+  softmax cross-entropy plus the L2 term `wd * (|W|^2 + |b|^2) / 2` (bias
+  only with `decay_bias`), Keras SGD with Nesterov momentum
+  (`v = m v - lr g; w += m v - lr g`), lr `base x B / 256` with cosine
+  decay over the run and no warm-up."""
+  steps = len(features)
+  peak = base_lr * BATCH / 256
+  w, b = np.array(w, np.float64), np.array(b, np.float64)
+  vw, vb = np.zeros_like(w), np.zeros_like(b)
+  for t, (h, y) in enumerate(zip(features, labels)):
+    lr = peak * 0.5 * (1 + np.cos(np.pi * t / steps))
+    logits = h @ w + b
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    d = (p - np.eye(CLASSES)[y]) / len(y)
+    gw, gb = h.T @ d + wd * w, d.sum(0) + (wd * b if decay_bias else 0.0)
+    for g, v, x in ((gw, vw, w), (gb, vb, b)):
+      v *= momentum
+      v -= lr * g
+      x += (momentum * v - lr * g) if nesterov else v
+  return w, b
+
+
+@pytest.mark.parametrize("reference", [True, False],
+                         ids=["defaults", "dense_init_kernel_decay"])
+def test_updates_are_the_reference_protocol(encoder, reference, monkeypatch):
+  """Three steps of train_linear equal a float64 hand computation of the
+  reference protocol: by default the head starts at zero (kernel and bias)
+  and the weight decay covers the bias; `zero_init_head=False,
+  decay_bias=False` give the Dense init and kernel-only decay. The
+  training views are the "crop_flip" preset's."""
+  model, variables, mesh = encoder
+  views = []
+  original = classify.augmented_view
+  monkeypatch.setattr(classify, "augmented_view", lambda key, images, config:
+                      views.append(config) or original(key, images, config))
+  batches = _flat_colour_batches(3, 3)
+  wd, base_lr = 0.5, 40.0
+  options = {} if reference else {"zero_init_head": False,
+                                  "decay_bias": False}
+  got = jax.device_get(linear_eval.train_linear(
+      model, variables, iter(batches), mesh=mesh, num_classes=CLASSES,
+      steps=3, batch_size=BATCH, image_size=SIZE, base_learning_rate=base_lr,
+      weight_decay=wd, seed=5, **options))
+  assert views == [augment.make_augment_config("crop_flip", SIZE)]
+  encoder = evaluation.backbone_variables(variables)
+  features = [np.asarray(model.backbone.apply(
+      encoder, jnp.asarray(b["image"], jnp.float32) / 255, train=False),
+                         np.float64) for b in batches]
+  labels = [b["label"] for b in batches]
+  dim = features[0].shape[1]
+  if reference:
+    w0, b0 = np.zeros((dim, CLASSES)), np.zeros(CLASSES)
+  else:   # the Dense default init from the run's seed
+    init = models.SupervisedHead(CLASSES).init(jax.random.PRNGKey(5),
+                                               jnp.zeros((1, dim)))
+    w0, b0 = (np.asarray(init["params"]["linear"][k])
+              for k in ("kernel", "bias"))
+    assert np.abs(w0).max() > 1e-3
+  want_w, want_b = _head_by_hand(features, labels, w=w0, b=b0,
+                                 base_lr=base_lr, wd=wd,
+                                 decay_bias=reference)
+  np.testing.assert_allclose(got["linear"]["kernel"], want_w, rtol=2e-4,
+                             atol=1e-6)
+  np.testing.assert_allclose(got["linear"]["bias"], want_b, rtol=2e-4,
+                             atol=1e-6)
+  # The comparison can tell the alternatives apart.
+  for other in (dict(decay_bias=not reference), dict(nesterov=False)):
+    alt_w, alt_b = _head_by_hand(
+        features, labels, w=w0, b=b0, base_lr=base_lr, wd=wd,
+        **{"decay_bias": reference, **other})
+    assert not np.allclose(np.concatenate([alt_w.ravel(), alt_b]),
+                           np.concatenate([want_w.ravel(), want_b]),
+                           rtol=1e-2, atol=1e-4), other

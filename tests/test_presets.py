@@ -16,19 +16,27 @@ def _peak_lr(c):
 
 
 def test_v1_preset():
+  """SimCLR v1: 2-layer head, additive brightness, wd 1e-6, 0.3 x B/256
+  (4.8 at B 4096), fine-tuned from the encoder output."""
   c = presets.simclr_v1(defaults.base_config())
   assert c.model.proj_head_layers == 2
   assert c.augment.brightness == "additive"
   assert c.optim.weight_decay == 1e-6
+  assert (c.optim.base_learning_rate, c.optim.lr_scaling) == (0.3, "linear")
+  assert c.finetune.head_layers == 0
   c.batch_size = 4096
   assert abs(_peak_lr(c) - 4.8) < 1e-9
 
 
 def test_v2_preset():
+  """SimCLR v2: 3-layer head, multiplicative brightness, wd 1e-4, 0.1 x
+  sqrt(B) (6.4 at B 4096), fine-tuned from projection-head layer 1."""
   c = presets.simclr_v2(defaults.base_config())
   assert c.model.proj_head_layers == 3
   assert c.augment.brightness == "multiplicative"
   assert c.optim.weight_decay == 1e-4
+  assert (c.optim.base_learning_rate, c.optim.lr_scaling) == (0.1, "sqrt")
+  assert c.finetune.head_layers == 1
   c.batch_size = 4096
   assert abs(_peak_lr(c) - 6.4) < 1e-9
 
@@ -56,6 +64,9 @@ def test_quickstart_and_cifar_keep_their_learning_rates():
 
 
 def test_recipe_values():
+  """The headline numbers of the CIFAR-10 README and ImageNet v1 recipes
+  (tests/test_configs.py::test_recipe_constants_are_the_papers checks every
+  recipe key of every config)."""
   cifar = runpy.run_path(str(CONFIGS / "cifar10.py"))["get_config"]()
   assert (cifar.model.depth, cifar.model.cifar_stem, cifar.batch_size) == (
       18, True, 512)
@@ -63,6 +74,10 @@ def test_recipe_values():
           cifar.augment.blur_prob, cifar.epochs) == (0.5, 0.5, 0.0, 1000)
   assert (cifar.optim.base_learning_rate, cifar.optim.lr_scaling) == (
       1.0, "linear")
+  assert (cifar.optim.weight_decay, cifar.model.proj_head_layers,
+          cifar.optim.warmup_epochs) == (1e-4, 3, 10.0)
+  assert (cifar.linear_eval.epochs, cifar.linear_eval.weight_decay,
+          cifar.finetune.head_layers) == (100, 0.0, 0)
   imagenet = runpy.run_path(str(CONFIGS / "imagenet.py"))["get_config"]()
   assert (imagenet.optim.warmup_epochs, imagenet.epochs) == (10.0, 100)
   assert (imagenet.augment.color_jitter_strength,

@@ -9,6 +9,8 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from simclr_jax import augment
+from simclr_jax import data as data_lib
 from simclr_jax import defaults
 from simclr_jax import results as results_lib
 from simclr_jax import train
@@ -77,6 +79,21 @@ def test_builtin_run_writes_results_checkpoints_and_events(tmp_path, capsys):
       assert 0.0 <= results["metrics"][name][metric] <= 1.0
   with open(os.path.join(workdir, "results.json")) as f:
     assert json.load(f) == results
+  # The online head (trained jointly) on the eval split, computed here
+  # straight from the checkpoint: the full model in inference mode on the
+  # eval-preprocessed test images. Only the trained encoder has such a row.
+  top1, top5 = _online_head_by_hand(workdir, c)
+  trained = results["metrics"]["trained"]
+  assert trained["online_head_top1"] == pytest.approx(top1, abs=1e-9)
+  assert trained["online_head_top5"] == pytest.approx(top5, abs=1e-9)
+  assert top1 < top5 < 1.0    # 10 classes: top-5 is not trivially 1
+  for name in ("random_init", "raw_pixels"):
+    assert not {"online_head_top1", "online_head_top5"} & set(
+        results["metrics"][name])
+  header = next(l for l in out.splitlines() if l.startswith("encoder"))
+  assert "online_head_top1" in header and "online_head_top5" in header
+  row = next(l for l in out.splitlines() if l.startswith("trained "))
+  assert f"{100 * top1:.2f}%" in row and f"{100 * top5:.2f}%" in row
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     monitored = [json.loads(l)["step"] for l in f
                  if "monitor/knn_accuracy" in l]
@@ -84,6 +101,27 @@ def test_builtin_run_writes_results_checkpoints_and_events(tmp_path, capsys):
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
   assert any(n.startswith("events.out.tfevents") for n in os.listdir(workdir))
   assert os.path.exists(os.path.join(workdir, checkpointing.RUN_CONFIG))
+
+
+def _online_head_by_hand(workdir, config):
+  """Top-1 / top-5 of the checkpoint's `logits` on the eval split."""
+  state = _final_state(workdir, config)
+  setup = train.TrainSetup(config)
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  logits_fn = jax.jit(lambda v, x: setup.model.apply(
+      v, augment.preprocess_eval(x, image_size=config.data.image_size),
+      train=False)["logits"])
+  hits1, hits5 = [], []
+  for batch in data_lib.eval_batches(setup.data_cfg, config.data.eval_split,
+                                     global_batch_size=config.eval.batch_size):
+    mask, labels = batch["mask"], batch["label"]
+    logits = np.asarray(logits_fn(variables, batch["image"]))[mask]
+    top = np.argsort(-logits, axis=-1)[:, :5]
+    hits1.append(top[:, 0] == labels[mask])
+    hits5.append((top == labels[mask][:, None]).any(-1))
+  hits1, hits5 = np.concatenate(hits1), np.concatenate(hits5)
+  assert len(hits1) == config.data.builtin_eval_examples
+  return hits1.mean(), hits5.mean()
 
 
 def test_resume_continues_and_matches_uninterrupted_run(tmp_path, capsys):
