@@ -1,8 +1,6 @@
 """NT-Xent against the reference TF2 values, and sharded == single-device."""
 
-import json
 import math
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +9,6 @@ import pytest
 
 from simclr_jax import losses
 
-REFERENCE_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "reference"
 RTOL = 1e-5
 # Gradients and logits are sums of products that partly cancel, so entries
 # near zero carry float32 rounding of the size of the largest entry; compare
@@ -21,13 +18,12 @@ ATOL_SCALE = 1e-6
 
 
 @pytest.fixture(scope="module")
-def reference():
-  with open(REFERENCE_DIR / "simclr_reference.json") as f:
-    cases = json.load(f)["ntxent_cases"]
-  with np.load(REFERENCE_DIR / "simclr_reference.npz") as arrays:
-    return {c["index"]: (c, {k: arrays[f"ntxent{c['index']}_{k}"] for k in (
-        "hidden", "loss", "grad", "logits_ab", "contrast_acc",
-        "contrast_entropy")}) for c in cases}
+def ntxent_cases(ntxent_cases):
+  """index -> (case description, reference arrays) of the NT-Xent cases."""
+  meta, arrays = reference
+  return {c["index"]: (c, {k: arrays[f"ntxent{c['index']}_{k}"] for k in (
+      "hidden", "loss", "grad", "logits_ab", "contrast_acc",
+      "contrast_entropy")}) for c in meta["ntxent_cases"]}
 
 
 def assert_close_scaled(actual, desired, rtol=RTOL):
@@ -48,8 +44,8 @@ def make_mesh(num_devices, axis_type=jax.sharding.AxisType.Explicit):
 
 
 @pytest.mark.parametrize("index", [0, 1, 2, 3])
-def test_reference_cases(reference, index):
-  case, ref = reference[index]
+def test_reference_cases(ntxent_cases, index):
+  case, ref = ntxent_cases[index]
   kwargs = dict(temperature=case["temperature"], hidden_norm=case["hidden_norm"])
   (loss, metrics), grad = loss_and_grad(jnp.asarray(ref["hidden"]), **kwargs)
   assert ref["hidden"].shape == (2 * case["n"], case["dim"])
@@ -76,8 +72,8 @@ def test_loss_at_random_init_is_chance():
 
 @pytest.mark.parametrize(
     "index,num_devices", [(1, 1), (1, 2), (1, 4), (1, 8), (2, 8)])
-def test_sharded_matches_single_device(reference, index, num_devices):
-  case, ref = reference[index]
+def test_sharded_matches_single_device(ntxent_cases, index, num_devices):
+  case, ref = ntxent_cases[index]
   kwargs = dict(temperature=case["temperature"], hidden_norm=case["hidden_norm"])
   hidden = jnp.asarray(ref["hidden"])
   n = case["n"]
@@ -100,9 +96,9 @@ def test_sharded_matches_single_device(reference, index, num_devices):
   assert_close_scaled(grad, ref["grad"])
 
 
-def test_sharded_on_auto_mesh_with_sharded_inputs(reference):
+def test_sharded_on_auto_mesh_with_sharded_inputs(ntxent_cases):
   """Auto-typed mesh and inputs already placed as the train step has them."""
-  case, ref = reference[3]
+  case, ref = ntxent_cases[3]
   kwargs = dict(temperature=case["temperature"], hidden_norm=case["hidden_norm"])
   n = case["n"]
   mesh = make_mesh(8, jax.sharding.AxisType.Auto)
@@ -125,8 +121,8 @@ def test_sharded_negatives_are_global():
   np.testing.assert_allclose(loss, 2 * math.log(2 * n - 1), rtol=5e-3)
 
 
-def test_bf16_input_gives_float32_loss(reference):
-  case, ref = reference[1]
+def test_bf16_input_gives_float32_loss(ntxent_cases):
+  case, ref = ntxent_cases[1]
   kwargs = dict(temperature=case["temperature"], hidden_norm=case["hidden_norm"])
   hidden = jnp.asarray(ref["hidden"], jnp.bfloat16)
   (loss, metrics), grad = loss_and_grad(hidden, **kwargs)
@@ -210,8 +206,8 @@ def test_chunked_matches_unchunked(chunk_size):
 
 
 @pytest.mark.parametrize("index,chunk_size", [(0, 4), (1, 8), (2, 16), (3, 16)])
-def test_chunked_reference_cases(reference, index, chunk_size):
-  case, ref = reference[index]
+def test_chunked_reference_cases(ntxent_cases, index, chunk_size):
+  case, ref = ntxent_cases[index]
   (loss, metrics), grad = loss_and_grad(
       jnp.asarray(ref["hidden"]), temperature=case["temperature"],
       hidden_norm=case["hidden_norm"], chunk_size=chunk_size)
@@ -250,8 +246,8 @@ def test_chunked_argmax_ties_and_uniform_entropy():
                                -math.log(1 / n + 1e-8), rtol=RTOL)
 
 
-def test_chunked_bf16_input(reference):
-  case, ref = reference[1]
+def test_chunked_bf16_input(ntxent_cases):
+  case, ref = ntxent_cases[1]
   hidden = jnp.asarray(ref["hidden"], jnp.bfloat16)
   kwargs = dict(temperature=case["temperature"], hidden_norm=case["hidden_norm"])
   (loss, metrics), grad = loss_and_grad(hidden, chunk_size=8, **kwargs)

@@ -1,8 +1,6 @@
 """LARS, masks and the learning-rate schedule against the reference TF2 values."""
 
-import json
 import math
-import pathlib
 
 import flax.linen as nn
 import jax
@@ -12,17 +10,6 @@ import optax
 import pytest
 
 from simclr_jax import optim
-
-REFERENCE_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "reference"
-
-
-@pytest.fixture(scope="module")
-def reference():
-  with open(REFERENCE_DIR / "simclr_reference.json") as f:
-    meta = json.load(f)
-  with np.load(REFERENCE_DIR / "simclr_reference.npz") as arrays:
-    return meta, dict(arrays)
-
 
 # The reference's six LARS variables and where they live in our param tree.
 REFERENCE_PATHS = {

@@ -1,8 +1,9 @@
-"""Tests for simclr_jax.models: ResNet encoder, heads and the SimCLR model.
+"""The ResNet encoder: reference parameter counts, stems, padding, blocks,
+selective kernels, BatchNorm settings and global BN across devices.
 
 Parameter counts are checked against the reference TF2 implementation with
 jax.eval_shape (no compute); everything that runs uses ResNet-18 at width
-0.25 on 32x32 inputs.
+0.25 on 32x32 inputs (the `small_model` fixture of conftest.py).
 """
 
 import functools
@@ -18,15 +19,15 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from simclr_jax.models import ProjectionHead, ResNet, SimCLRModel
+from simclr_jax.models import ProjectionHead, ResNet
 from simclr_jax.models import resnet as resnet_lib
 
-# The project's shared/ folder sits beside the checkout (../shared).
-REFERENCE_JSON = (pathlib.Path(__file__).resolve().parents[2] / "shared" /
+# Golden values of the reference TF2 code, kept in the repository (the
+# same file the `reference` fixture of conftest.py reads; parametrisation
+# needs it at collection time).
+REFERENCE_JSON = (pathlib.Path(__file__).resolve().parent / "data" /
                   "reference" / "simclr_reference.json")
 
-BATCH = 4
-NUM_CLASSES = 10
 
 
 def _key(seed: int = 0) -> jax.Array:
@@ -34,39 +35,14 @@ def _key(seed: int = 0) -> jax.Array:
   return jax.random.key(seed, impl="rbg")
 
 
-def _count(tree) -> int:
-  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
-
-
 def _flat(tree):
   return flax.traverse_util.flatten_dict(flax.core.unfreeze(tree))
 
 
-def _small_model(dtype=jnp.float32, num_layers=2) -> SimCLRModel:
-  return SimCLRModel(
-      backbone=ResNet(depth=18, width_multiplier=0.25, cifar_stem=True,
-                      dtype=dtype),
-      projection_head=ProjectionHead(num_layers=num_layers, out_dim=16,
-                                     dtype=dtype),
-      num_classes=NUM_CLASSES)
-
-
-@pytest.fixture(scope="module")
-def images():
-  return jax.random.uniform(jax.random.key(1), (BATCH, 32, 32, 3))
-
-
-@pytest.fixture(scope="module")
-def small(images):
-  model = _small_model()
-  variables = jax.jit(lambda x: model.init(_key(), x, train=False))(images)
-  return model, variables
-
+def _count(tree) -> int:
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
 def _reference_counts():
-  if not REFERENCE_JSON.exists():
-    return [pytest.param(None, marks=pytest.mark.skip(
-        reason=f"reference JSON not found at {REFERENCE_JSON}"))]
   with open(REFERENCE_JSON) as f:
     return json.load(f)["resnet_param_counts"]
 
@@ -202,8 +178,8 @@ def test_conv_init_is_variance_scaling_fan_in():
   assert float(jnp.max(jnp.abs(kernel))) < 2.0 / 0.8796 / np.sqrt(fan_in) + 1e-6
 
 
-def test_parameter_tree_layout_and_leaf_names(small):
-  _, variables = small
+def test_parameter_tree_layout_and_leaf_names(small_model):
+  _, variables = small_model
   params, stats = variables["params"], variables["batch_stats"]
   assert set(params) == {"backbone", "projection_head", "head_supervised"}
   assert set(stats) == {"backbone", "projection_head"}
@@ -224,8 +200,8 @@ def test_parameter_tree_layout_and_leaf_names(small):
               {m[1:] for m in bn_modules if m[0] == "backbone"}]
 
 
-def test_last_bn_of_each_basic_block_starts_at_zero(small):
-  params = small[1]["params"]["backbone"]
+def test_last_bn_of_each_basic_block_starts_at_zero(small_model):
+  params = small_model[1]["params"]["backbone"]
   blocks = [k for k in params if k.startswith("stage")]
   assert len(blocks) == sum(resnet_lib.STAGE_SIZES[18])
   for path, leaf in _flat(params).items():
@@ -258,126 +234,6 @@ def test_last_bn_of_bottleneck_starts_at_zero(sk_ratio):
     assert sk["reduce"]["kernel"].shape == (1, 1, 8, 32)
     assert sk["expand"]["kernel"].shape == (1, 1, 32, 16)
 
-
-@pytest.mark.parametrize("num_layers", [2, 3])
-def test_projection_head_structure(num_layers):
-  head = ProjectionHead(num_layers=num_layers, out_dim=128)
-  x = jax.random.normal(jax.random.key(3), (8, 512))
-  variables = jax.jit(lambda x: head.init(_key(), x, train=False))(x)
-  params = variables["params"]
-  assert sorted(params) == sorted(
-      [f"dense_{j}" for j in range(num_layers)] +
-      [f"bn_{j}" for j in range(num_layers)])
-  for j in range(num_layers):
-    out = 128 if j == num_layers - 1 else 512
-    assert set(params[f"dense_{j}"]) == {"kernel"}
-    assert params[f"dense_{j}"]["kernel"].shape == (512, out)
-    expected_bn = {"scale"} if j == num_layers - 1 else {"scale", "bias"}
-    assert set(params[f"bn_{j}"]) == expected_bn
-  assert abs(float(jnp.std(params["dense_0"]["kernel"])) - 0.01) < 5e-4
-
-  (z, hiddens), state = jax.jit(lambda v, x: head.apply(
-      v, x, train=True, return_hiddens=True, mutable=["batch_stats"]))(
-          variables, x)
-  # Flax momentum convention: ra = 0.9 * ra + 0.1 * batch statistic.
-  pre_bn = x @ params["dense_0"]["kernel"]
-  stats = state["batch_stats"]["bn_0"]
-  np.testing.assert_allclose(stats["mean"], 0.1 * pre_bn.mean(0), atol=1e-6)
-  np.testing.assert_allclose(stats["var"], 0.9 + 0.1 * pre_bn.var(0),
-                             rtol=1e-4)
-  assert z.shape == (8, 128) and z.dtype == jnp.float32
-  assert len(hiddens) == num_layers
-  assert hiddens[0].shape == (8, 512)
-  assert float(jnp.min(hiddens[0])) >= 0.0  # middle layers end in ReLU
-  assert float(jnp.min(z)) < 0.0  # the last one does not
-  np.testing.assert_array_equal(hiddens[-1], z)
-
-
-def test_forward_outputs(small, images):
-  model, variables = small
-  out = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images)
-  assert set(out) == {"representation", "projection", "logits"}
-  assert out["representation"].shape == (BATCH, 128)
-  assert out["projection"].shape == (BATCH, 16)
-  assert out["logits"].shape == (BATCH, NUM_CLASSES)
-  for value in out.values():
-    assert value.dtype == jnp.float32
-    assert bool(jnp.all(jnp.isfinite(value)))
-
-
-def test_no_supervised_head_when_num_classes_is_zero(images):
-  model = SimCLRModel(ResNet(depth=18, width_multiplier=0.25, cifar_stem=True),
-                      ProjectionHead(), num_classes=0)
-  out, variables = jax.eval_shape(
-      lambda: model.init_with_output(jax.random.key(0), images, train=False))
-  assert "logits" not in out
-  assert set(variables["params"]) == {"backbone", "projection_head"}
-
-
-def test_supervised_head_does_not_reach_backbone(small, images):
-  model, variables = small
-  class_weights = jax.random.normal(jax.random.key(5), (BATCH, NUM_CLASSES))
-
-  def supervised_loss(params):
-    out, _ = model.apply({**variables, "params": params}, images, train=True,
-                         mutable=["batch_stats"])
-    return jnp.sum(out["logits"] * class_weights), out["representation"]
-
-  grads, representation = jax.jit(jax.grad(supervised_loss, has_aux=True))(
-      variables["params"])
-  for leaf in jax.tree.leaves(grads["backbone"]):
-    np.testing.assert_array_equal(leaf, 0.0)
-  for leaf in jax.tree.leaves(grads["projection_head"]):
-    np.testing.assert_array_equal(leaf, 0.0)
-  # The head is a plain Dense on the representation: dL/dW = h^T dL/dlogits.
-  head = grads["head_supervised"]["linear"]
-  np.testing.assert_allclose(head["kernel"], representation.T @ class_weights,
-                             rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(head["bias"], class_weights.sum(0), rtol=1e-5)
-  assert float(jnp.abs(head["kernel"]).sum()) > 0
-
-
-def test_batch_stats_update_only_in_training(small, images):
-  model, variables = small
-
-  @jax.jit
-  def run(v, x):
-    _, train_state = model.apply(v, x, train=True, mutable=["batch_stats"])
-    _, eval_state = model.apply(v, x, train=False, mutable=["batch_stats"])
-    return train_state["batch_stats"], eval_state["batch_stats"]
-
-  trained, evaluated = run(variables, images)
-  old = _flat(variables["batch_stats"])
-  new = _flat(trained)
-  for path, leaf in _flat(evaluated).items():
-    np.testing.assert_array_equal(leaf, old[path])
-  changed = [p for p in new if not np.array_equal(new[p], old[p])]
-  assert len(changed) == len(new)
-
-
-def test_bfloat16_compute_float32_params_and_outputs(small, images):
-  model = _small_model(dtype=jnp.bfloat16)
-  shapes = jax.eval_shape(lambda: model.init(_key(), images, train=False))
-  for leaf in jax.tree.leaves(shapes):
-    assert leaf.dtype == jnp.float32
-  # Params do not depend on the compute dtype, so reuse the f32 ones.
-  variables = small[1]
-  out, state = jax.jit(
-      lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(
-          variables, images)
-  for value in out.values():
-    assert value.dtype == jnp.float32
-    assert bool(jnp.all(jnp.isfinite(value)))
-  for leaf in jax.tree.leaves(state):
-    assert leaf.dtype == jnp.float32
-  jaxpr = str(jax.make_jaxpr(lambda x: model.apply(variables, x,
-                                                   train=False))(images))
-  conv_lines = [l for l in jaxpr.splitlines() if "conv_general_dilated" in l]
-  dot_lines = [l for l in jaxpr.splitlines() if "dot_general" in l]
-  assert conv_lines and all("bf16" in l for l in conv_lines)
-  # Projection head dense layers run in bf16; the linear-eval head in f32.
-  assert sum("bf16" in l for l in dot_lines) == 2
-  assert len(dot_lines) == 3
 
 
 def test_squeeze_excitation_params():
@@ -423,14 +279,14 @@ def test_global_bn_across_devices_matches_full_batch():
   # The ResNet forwards the axis name to every BN (traces under shard_map).
   backbone = ResNet(depth=18, width_multiplier=0.125, cifar_stem=True,
                     bn_axis_name="data")
-  images = jax.device_put(jnp.zeros((n, 8, 8, 3)),
+  model_images = jax.device_put(jnp.zeros((n, 8, 8, 3)),
                           NamedSharding(mesh, P("data")))
   bb_vars = jax.eval_shape(
-      lambda: backbone.init(jax.random.key(0), images, train=False))
+      lambda: backbone.init(jax.random.key(0), model_images, train=False))
   jaxpr = str(jax.make_jaxpr(jax.shard_map(
       lambda v, xs: backbone.apply(v, xs, train=True, mutable=["batch_stats"]),
       mesh=mesh, in_specs=(P(), P("data")), out_specs=(P("data"), P())))(
-          bb_vars, images))
+          bb_vars, model_images))
   num_bn = len({path[:-1] for path in _flat(bb_vars["batch_stats"])})
   assert num_bn == 21  # stem + 2 per block + 4 projection shortcuts
   assert jaxpr.count("psum") >= num_bn
@@ -455,112 +311,3 @@ def test_bottleneck_stride_sits_on_the_3x3_conv():
 def test_batch_norm_settings_are_the_reference():
   for module in (ResNet(), ProjectionHead()):
     assert module.bn_momentum == 0.9 and module.bn_epsilon == 1e-5
-
-
-# ------------------------------------------------------------ fine-tuning ---
-
-from simclr_jax.errors import UserError  # noqa: E402
-from simclr_jax.models import finetune_model  # noqa: E402
-from simclr_jax.models import init_from_pretrained  # noqa: E402
-
-
-def _perturbed(variables, images, model):
-  """'Pretrained' variables: noisy params and non-trivial BN statistics."""
-  _, state = jax.jit(lambda v, x: model.apply(
-      v, x, train=True, mutable=["batch_stats"]))(variables, images)
-  leaves, treedef = jax.tree.flatten(variables["params"])
-  keys = jax.random.split(jax.random.key(9), len(leaves))
-  noisy = [x + 0.05 * jax.random.normal(k, x.shape) for k, x in
-           zip(keys, leaves)]
-  return {"params": jax.tree.unflatten(treedef, noisy),
-          "batch_stats": state["batch_stats"]}
-
-
-@pytest.fixture(scope="module")
-def pretrained_v2(images):
-  model = _small_model(num_layers=3)
-  variables = jax.jit(lambda x: model.init(_key(), x, train=False))(images)
-  return model, _perturbed(variables, images, model)
-
-
-def _finetune_variables(pretrained, images, head_layers):
-  model, variables = pretrained
-  ft = finetune_model(model, num_classes=7, head_layers=head_layers)
-  fresh = jax.jit(lambda x: ft.init(_key(3), x, train=False))(images)
-  return ft, fresh, init_from_pretrained(fresh, variables)
-
-
-@pytest.mark.parametrize("head_layers", [0, 1, 2])
-def test_finetune_head_layers_representation(pretrained_v2, images,
-                                             head_layers):
-  """head_layers=0: backbone output; k: the pretrained head's hidden k-1."""
-  model, variables = pretrained_v2
-  ft, _, ft_vars = _finetune_variables(pretrained_v2, images, head_layers)
-
-  @jax.jit
-  def both(pv, fv, x):
-    rep = model.apply(pv, x, train=False)["representation"]
-    _, hiddens = model.projection_head.apply(
-        {c: pv[c]["projection_head"] for c in pv}, rep, train=False,
-        return_hiddens=True)
-    return rep, hiddens, ft.apply(fv, x, train=False)
-
-  rep, hiddens, out = both(variables, ft_vars, images)
-  want = hiddens[head_layers - 1] if head_layers else rep
-  np.testing.assert_allclose(out["representation"], want, rtol=1e-5,
-                             atol=1e-6)
-  assert out["logits"].shape == (BATCH, 7)
-  head = _flat(ft_vars["params"]).keys()
-  layers = {p[1] for p in head if p[0] == "projection_head"}
-  assert layers == ({f"dense_{j}" for j in range(head_layers)}
-                    | {f"bn_{j}" for j in range(head_layers)})
-
-
-def test_init_from_pretrained_copies_exactly(pretrained_v2, images):
-  _, variables = pretrained_v2
-  _, fresh, ft_vars = _finetune_variables(pretrained_v2, images, 1)
-  for collection in ("params", "batch_stats"):
-    got, src, init = (_flat(v[collection]) for v in (ft_vars, variables,
-                                                     fresh))
-    assert got.keys() == init.keys()
-    for path, leaf in got.items():
-      if path[0] == "head_supervised":
-        np.testing.assert_array_equal(leaf, init[path])  # fresh classifier
-      else:
-        np.testing.assert_array_equal(leaf, src[path])
-  copied = [p for p in _flat(ft_vars["params"]) if p[0] == "projection_head"]
-  assert sorted(copied) == [("projection_head", "bn_0", "bias"),
-                            ("projection_head", "bn_0", "scale"),
-                            ("projection_head", "dense_0", "kernel")]
-  # The supervised head is trained fully: gradients reach the backbone.
-  ft = finetune_model(pretrained_v2[0], num_classes=7, head_layers=1)
-  grads = jax.grad(lambda p: ft.apply({**ft_vars, "params": p}, images,
-                                      train=False)["logits"].sum())(
-                                          ft_vars["params"])
-  assert float(jnp.abs(grads["backbone"]["stem_conv"]["kernel"]).sum()) > 0
-
-
-def test_init_from_pretrained_names_mismatches(pretrained_v2, images):
-  _, variables = pretrained_v2
-  wider = SimCLRModel(
-      backbone=ResNet(depth=18, width_multiplier=0.5, cifar_stem=True),
-      projection_head=ProjectionHead(num_layers=3, out_dim=16),
-      num_classes=0)
-  ft = finetune_model(wider, num_classes=3, head_layers=1)
-  fresh = jax.eval_shape(lambda: ft.init(_key(), images, train=False))
-  with pytest.raises(UserError, match=r"shapes differ \(pretrained vs "
-                     r"fine-tuning\): params/backbone/\S+ \([\d, ]*16,?\) vs "
-                     r"\([\d, ]*32,?\), .* and \d+ more\); build"):
-    init_from_pretrained(fresh, variables)
-  deeper = SimCLRModel(
-      backbone=ResNet(depth=34, width_multiplier=0.25, cifar_stem=True),
-      projection_head=ProjectionHead(num_layers=3), num_classes=0)
-  fresh = jax.eval_shape(lambda: finetune_model(
-      deeper, num_classes=3, head_layers=0).init(_key(), images, train=False))
-  with pytest.raises(UserError, match="missing in the pretrained weights: "
-                     "params/backbone/stage1_block3"):
-    init_from_pretrained(fresh, variables)
-  with pytest.raises(UserError, match="no 'params/backbone'"):
-    init_from_pretrained(fresh, {})
-  with pytest.raises(UserError, match=r"head_layers=4 must be in \[0, 3\]"):
-    finetune_model(pretrained_v2[0], num_classes=3, head_layers=4)
