@@ -13,6 +13,9 @@ from simclr_jax import presets
 def get_config():
   c = presets.simclr_v1(defaults.base_config())
   c.model.depth = 50
+  # Crops read from a 320 px square and downsample to 224, as the
+  # reference's crops of full-resolution images do (docs/fidelity.md D1).
+  c.data.host_size = 320
   c.loss.temperature = 0.1
   c.batch_size = 4096
   c.epochs = 100

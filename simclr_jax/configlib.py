@@ -45,6 +45,10 @@ def validate(config: ml_collections.ConfigDict, device_count: int,
            "--config.data.data_dir=/path/to/images.")
   _check(d.image_size >= 8, f"config.data.image_size={d.image_size} is too "
          "small; use at least 8 pixels.")
+  _check(d.host_size == 0 or d.host_size >= d.image_size,
+         f"config.data.host_size={d.host_size} is smaller than config.data."
+         f"image_size={d.image_size}; use 0 (the host then brings images to "
+         "image_size) or at least image_size, so that crops downsample.")
   _positive(d.builtin_train_examples, "data.builtin_train_examples")
   _positive(d.builtin_eval_examples, "data.builtin_eval_examples",
             allow_zero=True)

@@ -20,14 +20,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.mode = "pretrain"
   c.init_checkpoint = ""        # pretraining run directory (downstream modes)
 
-  # Data: where images come from and the fixed size the host brings them to.
+  # Data: where images come from, the square the host brings them to, and
+  # the model input size.
   c.data = ml_collections.ConfigDict(dict(
       source="tfds",            # "builtin" | "tfds" | "folder"
       name="imagenet2012",      # tfds dataset name
       data_dir="",              # tfds data_dir, or the image-folder root
       train_split="train",
       eval_split="validation",  # "" disables held-out evaluation
-      image_size=224,           # host output size; also the model input size
+      image_size=224,           # model input size: the side of every view
+      host_size=0,              # side of the square the host brings images
+                                # to (shorter side resized, centre crop); the
+                                # random and eval crops read from it and
+                                # resize to image_size. 0: image_size
       builtin_train_examples=10000,
       builtin_eval_examples=2000,
       builtin_seed=0,
@@ -50,6 +55,8 @@ def base_config() -> ml_collections.ConfigDict:
       brightness="multiplicative",  # "multiplicative" (v2) | "additive" (v1)
       grayscale_prob=0.2,
       blur_prob=0.5,
+      blur_sigma="per_image",   # "per_image" (ours) | "per_batch" (one sigma
+                                # per view and step, like the reference)
       solarize_prob=0.0,
       asymmetric="",            # "" = same distribution for both views
                                 # (reference); "byol" = blur 1.0/0.1,
@@ -139,6 +146,10 @@ def base_config() -> ml_collections.ConfigDict:
       lr_scaling="linear",
       momentum=0.9,
       weight_decay=1e-6,        # 0 for CIFAR in the paper
+      decay_bias=True,          # "sgd": decay the head's bias too (the
+                                # reference's L2 term covers it)
+      zero_init_head=True,      # "sgd": head kernel and bias start at 0, as
+                                # in the reference's downstream commands
       val_fraction=0.1,         # "logistic": held out to pick the L2 strength
   ))
 
@@ -157,5 +168,7 @@ def base_config() -> ml_collections.ConfigDict:
       momentum=0.9,
       weight_decay=0.0,
       warmup_epochs=0.0,
+      zero_init_head=True,      # classifier kernel and bias start at 0, as
+                                # in the reference's fine-tuning commands
   ))
   return c

@@ -42,6 +42,8 @@ def test_default_config_is_valid():
     (dict(loss__chunk_size=-1), "loss.chunk_size"),
     (dict(data__num_shards=-2), "config.data.num_shards=-2 must be >= 0"),
     (dict(data__num_shards=3), "num_shards=3 must divide config.batch_size"),
+    (dict(data__host_size=200), "host_size=200 is smaller than config.data."
+     "image_size=224"),
 ])
 def test_bad_values_raise_user_error(overrides, fragment):
   with pytest.raises(UserError, match=None) as info:

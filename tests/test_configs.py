@@ -307,3 +307,16 @@ def test_doc_environment_variables_are_read_by_the_code():
   for name in names | {"SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE",
                        "TPU_WORKER_HOSTNAMES"}:
     assert name in source, name
+
+
+@pytest.mark.parametrize("name", ["imagenet.py", "imagenet_v2.py",
+                                  "tpu_v3_8.py", "tpu_v3_32.py", "gpu_8.py",
+                                  "gpu_multinode.py"])
+def test_imagenet_crops_read_from_a_larger_host_square(name):
+  """The reference crops full-resolution ImageNet images and downsamples;
+  these configs read 224 px views from 320 px host squares (fidelity D1),
+  while the small-image recipes keep host size = image size."""
+  c = _load(name)
+  assert (c.data.image_size, c.data.host_size) == (224, 320)
+  for small in ("cifar10.py", "cifar10_cpu.py", "default.py"):
+    assert _load(small).data.host_size == 0

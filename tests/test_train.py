@@ -201,9 +201,11 @@ def _write_folder(root, classes=("cats", "dogs"), per_class=24):
 
 
 def test_image_folder_run(tmp_path):
+  """A folder run whose host squares (24 px) are larger than the model
+  input (16 px): training views and eval crops are cut from them."""
   root = tmp_path / "images"
   _write_folder(root)
-  c = tiny_config(source="folder", data_dir=str(root))
+  c = tiny_config(source="folder", data_dir=str(root), host_size=24)
   c.eval.knn_ks = (5,)
   c.eval.batch_size = 16
   c.train_steps = 2
@@ -211,6 +213,7 @@ def test_image_folder_run(tmp_path):
   assert results["dataset"]["num_train"] == 48
   assert results["dataset"]["num_eval"] == 16
   assert set(results["metrics"]) == {"trained", "random_init"}
+  assert results["config"]["data"]["host_size"] == 24
 
 
 def test_incompatible_checkpoint_is_refused_untouched(tmp_path):

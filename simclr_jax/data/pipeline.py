@@ -204,7 +204,7 @@ def eval_batches(cfg: sources.DataConfig, split: str, *,
   shard = _shard(cfg, split, process_index, process_count)
   num_batches = -(-shard.max_shard_examples // local)
   ds = shard.dataset.batch(local).prefetch(tf.data.AUTOTUNE)
-  size = cfg.image_size
+  size = cfg.host_image_size
 
   def gen():
     produced = 0

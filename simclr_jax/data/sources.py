@@ -2,8 +2,9 @@
 
 A source gives one process's shard of one split as unbatched examples
 `{'image': uint8 (S, S, 3), 'label': int32}` (label -1 if unlabelled) in a
-fixed order. The host only decodes and resizes (shorter side to S, then centre
-crop); all random augmentation runs later on the accelerator.
+fixed order, with S = `DataConfig.host_image_size`. The host only decodes and
+resizes (shorter side to S, then centre crop); all random augmentation, and the
+crops that read from these S x S squares, run later on the accelerator.
 
 A corrupt image file (folder source) fails lazily inside tf.data; the pipeline
 then names it in a `UserError` (see `pipeline.py`) rather than skipping it
@@ -37,7 +38,9 @@ class DataConfig:
   data_dir: str = ""             # tfds data_dir, or the image-folder root
   train_split: str = "train"     # tfds split, or sub-folder name for folders
   eval_split: str = "test"       # "" = no evaluation split
-  image_size: int = 32           # host output size (square)
+  image_size: int = 32           # model input size (square view side)
+  host_size: int = 0             # side of the square the host brings images
+                                 # to, crops read from it; 0: image_size
   builtin_train_examples: int = 10000
   builtin_eval_examples: int = 2000
   builtin_seed: int = 0
@@ -45,6 +48,12 @@ class DataConfig:
   cache: bool = True             # cache decoded images in memory
   num_shards: int = 0            # reader shards fixing the training order
                                  # (pipeline.train_batches); 0: one per process
+
+
+  @property
+  def host_image_size(self) -> int:
+    """Side of the uint8 squares the host produces (>= image_size)."""
+    return self.host_size or self.image_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +134,10 @@ def _check_config(cfg: DataConfig) -> None:
                     f"{', '.join(SOURCES)}")
   if cfg.image_size < 1:
     raise UserError(f"image_size must be positive, got {cfg.image_size}")
+  if cfg.host_size and cfg.host_size < cfg.image_size:
+    raise UserError(f"host_size={cfg.host_size} is smaller than image_size="
+                    f"{cfg.image_size}; use 0 (= image_size) or a size of at "
+                    "least image_size, so that crops downsample")
   if cfg.source == "tfds" and not cfg.name:
     raise UserError("source 'tfds' needs a dataset name (e.g. cifar10)")
   if cfg.source == "folder" and not cfg.data_dir:
@@ -187,7 +200,7 @@ def _builtin_split(cfg: DataConfig, split: str) -> tuple[int, int]:
 
 def _builtin_shard(cfg, split, index, count) -> Shard:
   n, seed = _builtin_split(cfg, split)
-  images, labels = builtin.generate(n, cfg.image_size, seed)
+  images, labels = builtin.generate(n, cfg.host_image_size, seed)
   start, end = _contiguous(n, index, count)
   ds = tf.data.Dataset.from_tensor_slices(
       {"image": images[start:end], "label": labels[start:end]})
@@ -271,7 +284,7 @@ def _tfds_shard(cfg, split, index, count) -> Shard:
   def convert(ex):
     label = (tf.cast(ex[label_key], tf.int32) if label_key
              else tf.constant(-1, tf.int32))
-    return {"image": to_fixed_size(ex[image_key], cfg.image_size),
+    return {"image": to_fixed_size(ex[image_key], cfg.host_image_size),
             "label": label}
 
   ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
@@ -388,7 +401,7 @@ def _folder_shard(cfg, split, index, count) -> Shard:
   paths = tf.constant([p for p, _ in mine], tf.string, shape=[len(mine)])
   labels = tf.constant([l for _, l in mine], tf.int32, shape=[len(mine)])
   files = tf.data.Dataset.from_tensor_slices({"path": paths, "label": labels})
-  size = cfg.image_size
+  size = cfg.host_image_size
 
   def decode(ds):
     return decode_paths(ds, size)

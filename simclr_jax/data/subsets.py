@@ -179,7 +179,7 @@ def _split_size(cfg: sources.DataConfig, split: str) -> int:
 def _builtin_arrays(cfg: sources.DataConfig,
                     split: str) -> tuple[np.ndarray, np.ndarray]:
   n, seed = sources._builtin_split(cfg, split)
-  return builtin.generate(n, cfg.image_size, seed)
+  return builtin.generate(n, cfg.host_image_size, seed)
 
 
 def _folder_subset(cfg, split, mine, max_shard) -> sources.Shard:
@@ -189,7 +189,7 @@ def _folder_subset(cfg, split, mine, max_shard) -> sources.Shard:
       "path": tf.constant(paths, tf.string, shape=[len(paths)]),
       "label": tf.constant([items[i][1] for i in mine], tf.int32,
                            shape=[len(paths)])})
-  size = cfg.image_size
+  size = cfg.host_image_size
 
   def decode(ds):
     return sources.decode_paths(ds, size)
@@ -217,7 +217,7 @@ def _tfds_subset(cfg, split, mine, max_shard) -> sources.Shard:
   ds = sources._tfds_dataset(builder, split).enumerate()
   ds = ds.filter(lambda i, ex: tf.gather(keep, i))
   ds = ds.map(lambda i, ex: {
-      "image": sources.to_fixed_size(ex[image_key], cfg.image_size),
+      "image": sources.to_fixed_size(ex[image_key], cfg.host_image_size),
       "label": (tf.cast(ex[label_key], tf.int32) if label_key
                 else tf.constant(-1, tf.int32))},
       num_parallel_calls=tf.data.AUTOTUNE)
