@@ -5,8 +5,8 @@ plus what the node needs. Batch arithmetic: 4096 pairs / 8 GPUs = 512 pairs
 (1024 images of 224 px) per GPU; the single process reads and feeds all
 4096 pairs per step. 312.8 steps per ImageNet epoch, 31,279 for 100 epochs.
 
-Memory: 512 pairs per device is four times the 128 pairs that the spec's
-"B 4096 needs 32+ TPU v3 cores" puts on a 16 GiB core, so plan on 80 GB
+Memory: 512 pairs per device is four times the 128 pairs that the
+reference README's "B 4096 needs 32+ TPU v3 cores" puts on a 16 GiB core, so plan on 80 GB
 GPUs (A100 80GB, H100, H200); this was not measured with this code. With
 smaller GPUs use more of them (configs/gpu_multinode.py: 128 per GPU).
 bfloat16 compute (`model.half_precision`; Ampere or newer) with float32

@@ -8,8 +8,8 @@ each reads and feeds 4096 / 4 = 1024 pairs per step; with one process per
 GPU (32 processes) each feeds 128. Both layouts are in docs/distributed.md.
 312.8 steps per ImageNet epoch, 31,279 for 100 epochs.
 
-Memory: 128 pairs per device is what the spec's "B 4096 needs 32+ TPU v3
-cores" puts on a 16 GiB core, a quarter of gpu_8.py's load, so GPUs
+Memory: 128 pairs per device is what the reference README's "B 4096
+needs 32+ TPU v3 cores" puts on a 16 GiB core, a quarter of gpu_8.py's load, so GPUs
 smaller than 80 GB are in reach (not measured with this code). BN
 statistics and NT-Xent negatives span all 32 GPUs. Processes wait up to 10
 minutes for each other at start-up (nodes of one job can come up minutes

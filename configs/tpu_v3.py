@@ -1,6 +1,6 @@
 """Alias of `configs/tpu_v3_32.py` (the v3-32 recipe, B 4096), kept so
 existing commands keep working. On a v3-8 use `configs/tpu_v3_8.py` (B 1024):
-the spec puts B 4096 on at least 32 v3 cores. See docs/distributed.md.
+the reference README puts B 4096 on at least 32 v3 cores. See docs/distributed.md.
 """
 
 import pathlib

@@ -6,14 +6,14 @@ pairs (256 images of 224 px, both views) per core; 4 processes (one per
 host) each read and feed 4096 / 4 = 1024 pairs per step. 312.8 steps per
 ImageNet epoch, 31,279 steps for 100 epochs.
 
-Memory: the spec (section 6) says B 4096 needs at least 32 TPU v3 cores,
+Memory: the reference README says B 4096 needs at least 32 TPU v3 cores,
 i.e. 128 pairs fit a 16 GiB core. bfloat16 compute (`model.half_precision`)
 with float32 parameters, BN statistics, loss and optimiser state. The
 NT-Xent logits are small at this size (about 16 MiB per core unchunked, see
 docs/scaling.md), so `loss.chunk_size` stays 0.
 
-Preemption: a checkpoint every 1,000 steps, about 12 minutes at the spec's
-"100 epochs in about 6 h" pace; rerunning the same command resumes. 32 data
+Preemption: a checkpoint every 1,000 steps, about 12 minutes at the
+reference's "100 epochs in about 6 h" pace; rerunning the same command resumes. 32 data
 shards (`data.num_shards`) keep the data order independent of the number
 of hosts. The end-of-run kNN bank and probe use the first 100,000 training
 images: the full split's 2048-d features (10.5 GB) would not fit one core.

@@ -1,7 +1,7 @@
 """ImageNet ResNet-50, SimCLR v1, on a single TPU v3-8 VM (8 cores, 1 host).
 
-`configs/tpu_v3_32.py` with the global batch cut to 1024. The spec
-(section 6) says B 4096 needs at least 32 TPU v3 cores (128 pairs per
+`configs/tpu_v3_32.py` with the global batch cut to 1024. The reference
+README says B 4096 needs at least 32 TPU v3 cores (128 pairs per
 16 GiB core); on 8 cores it would be 512 pairs (1024 images) per core, four
 times that, and this library has no gradient accumulation. B 1024 keeps the
 v3-32's 128 pairs per core; the one process feeds all 1024 pairs per step.

@@ -5,7 +5,7 @@ one independent PRNG key per example (`simclr_augment` splits the key and
 vmaps `augment_image`), fixed output shapes, and no Python control flow on
 traced values. Which ops run is decided by an `AugmentConfig` (static data);
 whether an op fires for a given image is a traced coin flip (`jnp.where`).
-Behaviour follows SIMCLR_SPEC.md section 5 and the SimCLR reference
+Behaviour follows docs/fidelity.md section 5 and the SimCLR reference
 (google-research/simclr, `data_util.py`). Crop boxes and their resizing live
 in `simclr_jax.crops`.
 """

@@ -43,7 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
                                 # process and device counts
   ))
 
-  # On-device augmentation (spec section 5); fields of augment.AugmentConfig.
+  # On-device augmentation (docs/fidelity.md section 5); fields of augment.AugmentConfig.
   c.augment = ml_collections.ConfigDict(dict(
       crop=True,
       crop_area=(0.08, 1.0),
@@ -94,7 +94,7 @@ def base_config() -> ml_collections.ConfigDict:
       momentum=0.9,
       trust_coefficient=0.001,
       # The reference also decays the online head's kernel (an L2 loss
-      # term); the spec's exclusion rule does not. Encoder unaffected.
+      # term); the usual exclusion rule does not. Encoder unaffected.
       decay_supervised_head=False,
   ))
 
@@ -155,7 +155,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   # mode="finetune": the whole network from the pretrained weights, on a
   # stratified `label_fraction` of the labels (ImageNet: the official 1% /
-  # 10% subsets); spec section 6.
+  # 10% subsets); docs/fidelity.md section 6.
   c.finetune = ml_collections.ConfigDict(dict(
       label_fraction=0.1,       # 1.0 = all labels
       head_layers=1,            # projection-head layers kept below the

@@ -1,4 +1,4 @@
-"""Semi-supervised fine-tuning of a pretrained SimCLR network (spec 4, 6).
+"""Semi-supervised fine-tuning of a pretrained SimCLR network (docs/fidelity.md sections 4, 6).
 
 The whole network trains: backbone, the first `head_layers` projection-head
 layers (SimCLR v2 fine-tunes from head layer 1) and a fresh linear

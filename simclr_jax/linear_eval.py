@@ -1,6 +1,6 @@
 """The paper's linear evaluation: a linear classifier on a frozen encoder.
 
-Protocol (SIMCLR_SPEC.md section 6): the encoder runs with BatchNorm in
+Protocol (docs/fidelity.md row 6.5): the encoder runs with BatchNorm in
 inference mode and gets no gradient (its variables are a constant argument of
 the step; only the `SupervisedHead` parameters are in the optimiser); each
 training image gets a random crop and flip on device (augment preset

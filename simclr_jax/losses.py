@@ -1,6 +1,6 @@
 """NT-Xent contrastive loss of SimCLR, single-device and sharded over a mesh.
 
-The loss follows the reference TF2 implementation exactly (spec section 1):
+The loss follows the reference TF2 implementation exactly (docs/fidelity.md section 1):
 the returned value is the mean over anchors of `loss_a + loss_b`, i.e. twice
 the usual mean NT-Xent, so it starts near `2 * ln(2N - 1)` for a global batch
 of N pairs. With several devices every device keeps its local rows as anchors

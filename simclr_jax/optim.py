@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate schedule of SimCLR (spec section 2).
+"""Optimizers and learning-rate schedule of SimCLR (docs/fidelity.md section 2).
 
 LARS is `optax.lars` with its two masks set from the parameter pytree paths:
 weight decay and the trust ratio apply to conv/dense kernels only, never to

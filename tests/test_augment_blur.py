@@ -1,4 +1,4 @@
-"""Gaussian blur (SIMCLR_SPEC.md section 5.5): kernel size, padding,
+"""Gaussian blur (docs/fidelity.md rows 5.9-5.10): kernel size, padding,
 probability, the sigma distribution, and per-image vs per-batch sigma."""
 
 import functools

@@ -1,4 +1,4 @@
-"""Colour jitter, grayscale and solarize (SIMCLR_SPEC.md section 5.3-5.4)."""
+"""Colour jitter, grayscale and solarize (docs/fidelity.md rows 5.5-5.8)."""
 
 import dm_pix as pix
 import jax

@@ -1,4 +1,4 @@
-"""Random resized crops and flips (SIMCLR_SPEC.md section 5.1-5.2): the box
+"""Random resized crops and flips (docs/fidelity.md rows 5.1-5.4): the box
 samplers' statistics and the mapping from a box to the resized view."""
 
 import functools

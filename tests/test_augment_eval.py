@@ -1,4 +1,4 @@
-"""The evaluation view, `augment.preprocess_eval` (SIMCLR_SPEC.md section 5,
+"""The evaluation view, `augment.preprocess_eval` (docs/fidelity.md section 5,
 "Evaluation"), against the reference's `preprocess_for_eval` in TF ops."""
 
 import jax

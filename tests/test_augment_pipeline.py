@@ -1,4 +1,4 @@
-"""simclr_jax.augment as a whole (SIMCLR_SPEC.md section 5): config
+"""simclr_jax.augment as a whole (docs/fidelity.md section 5): config
 validation and presets, output contract, determinism by key, op order, and
 where the pipeline clips."""
 

@@ -1,4 +1,4 @@
-"""Projection head, linear-eval head and the full SimCLR model (spec section 4).
+"""Projection head, linear-eval head and the full SimCLR model (docs/fidelity.md section 4).
 
 The projection head follows the reference: every layer is a bias-free Dense
 (init normal, stddev 0.01) followed by BN. Middle layers keep the input width

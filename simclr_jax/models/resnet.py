@@ -1,4 +1,4 @@
-"""ResNet v1 encoders for SimCLR v1/v2 (spec section 3).
+"""ResNet v1 encoders for SimCLR v1/v2 (docs/fidelity.md section 3).
 
 Post-activation residual blocks with the stride on the 3x3 conv ("v1.5"),
 optional SimCLRv2 selective kernels (which also switch on the ResNet-D stem
