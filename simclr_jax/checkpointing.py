@@ -21,6 +21,14 @@ from simclr_jax.errors import UserError
 RUN_CONFIG = "run_config.json"
 
 
+def resolve_path(path: str) -> str:
+  """A user's path made absolute (relative to the current directory, `~`
+  expanded), as orbax needs; "" and URLs such as gs://... stay as given."""
+  if not path or "://" in path:
+    return path
+  return os.path.abspath(os.path.expanduser(path))
+
+
 def check_workdir(workdir: str) -> None:
   """Fails early if `workdir` cannot be created, read or written."""
   path = os.path.abspath(workdir)
@@ -75,7 +83,7 @@ class Checkpointer:
   """Periodic and final saves with keep-N, and restore of the latest step."""
 
   def __init__(self, workdir: str, *, keep: int, every_steps: int):
-    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    self.directory = resolve_path(os.path.join(workdir, "checkpoints"))
     self.every_steps = every_steps
     self._manager = ocp.CheckpointManager(
         self.directory,

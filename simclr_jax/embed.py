@@ -41,6 +41,7 @@ import tensorflow as tf  # noqa: E402
 from jax.experimental import multihost_utils  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
+from simclr_jax import checkpointing  # noqa: E402
 from simclr_jax import data as data_lib  # noqa: E402
 from simclr_jax import defaults  # noqa: E402
 from simclr_jax import distributed  # noqa: E402
@@ -172,12 +173,15 @@ def embed_images(pretrained: pretrained_lib.Pretrained, image_dir: str, *,
   """Encodes every image under `image_dir`; the result is on every process.
 
   `batch_size` is global and rounded up to a multiple of the device count
-  (and down to what the image count needs). `image_size` overrides the
-  run's size for both the host resize and the model input. `files`
+  (and down to what the image count needs). Images are brought to the
+  run's host square (`data.host_size`, else its image size) and centre
+  cropped and resized to its model input size, as its evaluation did;
+  `image_size` overrides both sizes. `files`
   (relative paths, as `find_images` returns) saves walking the folder again.
   """
   files = list(files) if files is not None else find_images(image_dir)
   size = image_size or pretrained.image_size
+  host_size = image_size or pretrained.config.data.host_size or size
   mesh = pretrained.mesh
   devices = mesh.size
   batch = min(max(1, batch_size), len(files))
@@ -191,7 +195,8 @@ def embed_images(pretrained: pretrained_lib.Pretrained, image_dir: str, *,
   bar = _Progress(len(files), progress and jax.process_index() == 0)
   seen = 0
   batches = data_lib.prefetch_to_device(
-      _local_batches(image_dir, files, global_batch=batch, image_size=size),
+      _local_batches(image_dir, files, global_batch=batch,
+                     image_size=host_size),
       data_sharding)
   try:
     for global_batch in batches:
@@ -297,7 +302,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> Embeddings:
-  """Checks the input cheaply, then loads, embeds and writes."""
+  """Checks the input cheaply, then loads, embeds and writes.
+
+  The three paths may be relative to the current directory or start with
+  `~`; messages name them resolved.
+  """
+  args = argparse.Namespace(**vars(args))
+  for name in ("checkpoint", "images", "out"):
+    setattr(args, name, checkpointing.resolve_path(getattr(args, name)))
   if args.batch_size < 1:
     raise UserError(f"--batch_size={args.batch_size} must be at least 1.")
   if args.image_size and args.image_size < 8:

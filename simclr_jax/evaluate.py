@@ -15,7 +15,7 @@ directory is only read.
 
 from __future__ import annotations
 
-import os
+import copy
 import time
 from typing import Any, Callable
 
@@ -97,7 +97,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if mode not in MODES:
     raise UserError(f"config.mode={mode!r} is not a downstream protocol; use "
                     f"one of {', '.join(MODES)}.")
-  if os.path.abspath(workdir) == os.path.abspath(config.init_checkpoint):
+  # A relative or `~` run directory works from Python too (orbax needs it
+  # absolute); the caller's config is left as it was.
+  init_checkpoint = checkpointing.resolve_path(config.init_checkpoint)
+  if init_checkpoint != config.init_checkpoint:
+    config = copy.deepcopy(config)
+    config.init_checkpoint = init_checkpoint
+  if checkpointing.resolve_path(workdir) == config.init_checkpoint:
     raise UserError("--workdir is the pretraining run itself; give the "
                     f"{mode} run its own --workdir so the run's results.json "
                     "is kept.")
@@ -160,6 +166,7 @@ def _linear(ctx: _Context) -> tuple[dict, dict]:
       batch_size=le.batch_size, image_size=ctx.data_cfg.image_size,
       base_learning_rate=le.base_learning_rate, lr_scaling=le.lr_scaling,
       weight_decay=le.weight_decay, momentum=le.momentum, seed=cfg.seed,
+      zero_init_head=le.zero_init_head, decay_bias=le.decay_bias,
       log_fn=reporter.report, log_every=cfg.log_every_steps)
   metrics = linear_eval.evaluate_linear(
       ctx.pretrained.model, ctx.pretrained.variables, head,
@@ -186,7 +193,7 @@ def _finetune(ctx: _Context) -> tuple[dict, dict]:
                                 head_layers=ft.head_layers)
   variables = finetune_lib.init_variables(
       model, ctx.pretrained.variables, image_size=ctx.data_cfg.image_size,
-      seed=cfg.seed)
+      seed=cfg.seed, zero_init_head=ft.zero_init_head)
   reporter = ctx.reporter(steps, batch_size)
   ctx.print(f"fine-tuning on {num_labelled:,} labelled images "
                  f"({ft.label_fraction:g} of the labels), batch {batch_size}, "

@@ -7,7 +7,9 @@ or a downstream protocol on `config.init_checkpoint` ("knn", "linear",
 Config files define `get_config()`; any value can be overridden with
 `--config.key=value` (the config is locked, so a misspelt key is an error
 that names the closest valid key). Problems with the user's input end in one
-`error:` line and exit code 2, never a traceback.
+`error:` line and exit code 2, never a traceback. Paths (`--workdir`,
+`config.init_checkpoint`, `config.data.data_dir`) may be relative to the
+current directory or start with `~`.
 """
 
 from __future__ import annotations
@@ -111,16 +113,22 @@ def main(argv: list[str]) -> None:
   logging.set_verbosity(logging.WARNING)
   from simclr_jax.data import sources  # pylint: disable=g-import-not-at-top
   sources.hide_tf_from_accelerators()
+  from simclr_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from simclr_jax import distributed  # pylint: disable=g-import-not-at-top
   from simclr_jax import evaluate  # pylint: disable=g-import-not-at-top
   from simclr_jax import train  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
+  # Paths as typed: relative to the current directory, or with a `~` that no
+  # shell expands after `=` (and tfds does not either). evaluate.run
+  # resolves config.init_checkpoint, as it does for Python callers.
+  workdir = checkpointing.resolve_path(_WORKDIR.value)
+  config.data.data_dir = checkpointing.resolve_path(config.data.data_dir)
   try:
     distributed.initialize(config.distributed)
     if config.mode == "pretrain":
-      train.train_and_evaluate(config, _WORKDIR.value)
+      train.train_and_evaluate(config, workdir)
     else:
-      evaluate.run(config, _WORKDIR.value)
+      evaluate.run(config, workdir)
   except UserError as e:
     _fail(str(e))
 

@@ -9,7 +9,8 @@ Output goes to RUN_DIR/plots/. With several run dirs the curves are overlaid
 in one set of figures (one colour per run, legend entries named after the
 dirs) written to the FIRST run dir's plots/, unless `--out DIR` is given.
 When a step was logged more than once (a run resumed from a checkpoint older
-than its last report), the value logged last wins.
+than its last report), the value logged last wins. Paths may be relative to
+the current directory or start with `~`; the printed PNG paths are absolute.
 """
 
 from __future__ import annotations
@@ -148,9 +149,13 @@ def _group_keys(group: _Group, runs: Sequence[Metrics]) -> list[str]:
   return keys
 
 
+def _resolve(path: str) -> str:
+  return os.path.abspath(os.path.expanduser(path))
+
+
 def _run_labels(run_dirs: Sequence[str]) -> list[str]:
   """Dir base names, or the paths as given when base names collide."""
-  names = [os.path.basename(os.path.normpath(d)) for d in run_dirs]
+  names = [os.path.basename(_resolve(d)) for d in run_dirs]
   if len(set(names)) == len(names):
     return names
   return [os.path.normpath(d) for d in run_dirs]
@@ -200,10 +205,11 @@ def plot_run(run_dirs: str | Sequence[str],
   if not run_dirs:
     raise UserError("no run directory given; pass at least one --workdir of "
                     "a training run.")
-  runs = [load_metrics(d) for d in run_dirs]
   labels = _run_labels(run_dirs)
-  out_dir = os.fspath(out_dir) if out_dir else os.path.join(run_dirs[0],
-                                                            "plots")
+  run_dirs = [_resolve(d) for d in run_dirs]
+  runs = [load_metrics(d) for d in run_dirs]
+  out_dir = _resolve(os.fspath(out_dir)) if out_dir else os.path.join(
+      run_dirs[0], "plots")
   todo = [(g, _group_keys(g, runs)) for g in _GROUPS]
   todo = [(g, keys) for g, keys in todo if keys]
   if not todo:

@@ -12,6 +12,7 @@ variables without touching the directory and without the training data:
 
 `load_pretrained(..., expect={"depth": 50})` refuses a checkpoint whose
 architecture differs from what the caller needs, naming every difference.
+Run directories may be relative to the current directory or start with `~`.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ def _merge(base: ml_collections.ConfigDict, stored: Mapping[str, Any],
 def load_run_config(run_dir: str) -> ml_collections.ConfigDict:
   """The pretraining config of `run_dir`, over today's `base_config()` so a
   run written before a key existed still loads (with that key's default)."""
+  run_dir = checkpointing.resolve_path(run_dir)
   payload = _read_run_file(run_dir)
   config = defaults.base_config()
   _merge(config, payload["config"],
@@ -115,6 +117,7 @@ def load_run_config(run_dir: str) -> ml_collections.ConfigDict:
 def run_signature(run_dir: str) -> dict[str, Any]:
   """The stored model signature (`configlib.model_signature` at training),
   completed from the stored config for keys older runs did not record."""
+  run_dir = checkpointing.resolve_path(run_dir)
   stored = _read_run_file(run_dir).get("model_signature") or {}
   return {**configlib.model_signature(load_run_config(run_dir)), **stored}
 
@@ -186,8 +189,11 @@ def load_pretrained(run_dir: str, step: int | None = None,
 
   The variables are replicated over `mesh` (default: every device, as in
   training). `expect` (keys of `configlib.model_signature`) is checked
-  against the run's architecture first. Nothing is written to `run_dir`.
+  against the run's architecture first. Nothing is written to `run_dir`,
+  which may be relative to the current directory (orbax itself needs
+  absolute paths, so it is resolved here).
   """
+  run_dir = checkpointing.resolve_path(run_dir)
   config = load_run_config(run_dir)
   signature = run_signature(run_dir)
   # A hand-edited or mixed-up run_config.json: its config and its signature
@@ -218,7 +224,7 @@ def load_pretrained(run_dir: str, step: int | None = None,
   try:
     num_classes = _num_classes(where)
   except Exception as e:  # pylint: disable=broad-except
-    raise _unreadable(where, e) from None
+    raise _unreadable(where, e, steps) from None
   model, abstract = abstract_train_state(config, num_classes,
                                          NamedSharding(mesh, P()))
   # The directory exists and holds steps, so the manager creates nothing.
@@ -230,11 +236,15 @@ def load_pretrained(run_dir: str, step: int | None = None,
     text, marker = str(e), "does not fit this config ("
     detail = (text.split(marker, 1)[1].rsplit("); use a new", 1)[0]
               if marker in text else text)
-    raise UserError(f"the checkpoint {where} cannot be restored into the "
-                    f"model its run_config.json describes ({detail}); pick "
-                    "another step or re-run the pretraining.") from None
+    # Every step of a run has the same layout, so another step cannot help.
+    raise UserError(
+        f"the checkpoint {where} cannot be restored into the model its "
+        f"{checkpointing.RUN_CONFIG} describes ({detail}); put back the "
+        f"{checkpointing.RUN_CONFIG} this run wrote (or use the run "
+        "directory this one came from), or load it with the simclr_jax "
+        "version that trained it.") from None
   except Exception as e:  # pylint: disable=broad-except
-    raise _unreadable(where, e) from None
+    raise _unreadable(where, e, steps) from None
   finally:
     ckpt.close()
   return Pretrained(
@@ -244,10 +254,28 @@ def load_pretrained(run_dir: str, step: int | None = None,
       image_size=config.data.image_size, mesh=mesh)
 
 
-def _unreadable(where: str, e: BaseException) -> UserError:
+def _unreadable(where: str, e: BaseException, steps: list[int]) -> UserError:
   """Damaged files fail in orbax/TensorStore with assorted exception types
-  (plain `Exception` included); all mean the same to the user."""
+  (plain `Exception` included); the advice depends on what else the run
+  holds, and is only about the data: paths were resolved before."""
   text = str(e).split(" See full TensorStore details")[0].strip()
   first = (text.splitlines()[0] if text else repr(e))[:300]
-  return UserError(f"the checkpoint {where} cannot be read ({first}); pick "
-                   "another step or re-run the pretraining.")
+  if isinstance(e, PermissionError) or "ermission denied" in text:
+    advice = ("make its files readable by this user (check their "
+              "permissions), then retry")
+  else:
+    others = [s for s in steps if s != int(os.path.basename(where))]
+    advice = "its files are damaged or incomplete (a crash or a partial copy?)"
+    if others:
+      advice += (
+          f"; other checkpoints of this run: step{'s' * (len(others) > 1)} "
+          f"{', '.join(map(str, others))}"
+          ": load one with load_pretrained(..., step=N) or `python -m "
+          f"simclr_jax.embed --step N`, or move {where} out of the run "
+          "directory so that the latest remaining step is used")
+    else:
+      advice += ("; it is this run's only checkpoint: copy the run directory "
+                 "again from where it was trained, or re-run the pretraining "
+                 "with a new --workdir")
+  return UserError(f"the checkpoint {where} cannot be read ({first}); "
+                   f"{advice}.")

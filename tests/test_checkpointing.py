@@ -74,3 +74,58 @@ def test_check_workdir_rejects_unwritable_dirs(tmp_path, monkeypatch):
   monkeypatch.setattr(checkpointing.os, "access", lambda path, mode: False)
   with pytest.raises(UserError, match="not readable and writable"):
     checkpointing.check_workdir(str(tmp_path / "run"))
+
+
+def _steps_on_disk(workdir) -> list[str]:
+  return sorted(os.listdir(workdir / "checkpoints"), key=int)
+
+
+@pytest.mark.parametrize("keep", [1, 3])
+def test_keep_n_leaves_exactly_the_newest_steps(tmp_path, keep):
+  """keep_checkpoints=N: after more than N saves exactly the newest N steps
+  remain, in this session and in a resumed one, and restore takes the
+  newest."""
+  def state(step):
+    return {"w": jnp.full((3,), float(step)),
+            "step": jnp.array(step, jnp.int32)}
+
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+      state(0))
+  ckpt = checkpointing.Checkpointer(str(tmp_path), keep=keep, every_steps=1)
+  for step in range(1, keep + 3):
+    assert ckpt.maybe_save(step, state(step))
+  ckpt.close()
+  last = keep + 2
+  assert _steps_on_disk(tmp_path) == [str(s) for s in
+                                      range(last - keep + 1, last + 1)]
+
+  # A resumed run: restores the newest, then prunes the older session's too.
+  ckpt = checkpointing.Checkpointer(str(tmp_path), keep=keep, every_steps=1)
+  assert ckpt.latest_step() == last
+  restored = ckpt.restore(abstract)
+  assert int(restored["step"]) == last
+  np.testing.assert_array_equal(restored["w"], np.full((3,), float(last)))
+  for step in range(last + 1, last + keep + 1):
+    ckpt.maybe_save(step, state(step))
+  ckpt.close()
+  newest = last + keep
+  assert _steps_on_disk(tmp_path) == [str(s) for s in
+                                      range(newest - keep + 1, newest + 1)]
+  ckpt = checkpointing.Checkpointer(str(tmp_path), keep=keep, every_steps=1)
+  try:
+    assert int(ckpt.restore(abstract)["step"]) == newest
+  finally:
+    ckpt.close()
+
+
+def test_resolve_path(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))
+  assert checkpointing.resolve_path("runs/a") == str(tmp_path / "runs" / "a")
+  assert checkpointing.resolve_path("./runs/../b/") == str(tmp_path / "b")
+  assert checkpointing.resolve_path("~/r") == str(tmp_path / "home" / "r")
+  assert checkpointing.resolve_path("/abs/x") == "/abs/x"
+  # Unset stays unset; URLs (gs://...) are not local paths.
+  assert checkpointing.resolve_path("") == ""
+  assert checkpointing.resolve_path("gs://bucket/run") == "gs://bucket/run"

@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import dataclasses
 import os
 import pathlib
 import subprocess
@@ -61,13 +62,24 @@ def loaded(run_dir):
 
 @pytest.fixture(scope="module")
 def cli_result(run_dir, image_dir, tmp_path_factory):
-  """Runs the CLI once in-process: (exit code, stdout, stderr, npz path)."""
-  out = str(tmp_path_factory.mktemp("out") / "sub" / "emb.npz")
+  """Runs the CLI once in-process, every path relative to the current
+  directory as a user would type them: (exit code, stdout, stderr, absolute
+  npz path)."""
+  cwd = tmp_path_factory.mktemp("cwd")
+  out = str(cwd / "sub" / "emb.npz")
   before = _snapshot(run_dir)
   stdout, stderr = io.StringIO(), io.StringIO()
-  with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-    code = embed.main(["--checkpoint", run_dir, "--images", image_dir,
-                       "--out", out, "--batch_size", "4", "--projection"])
+  old = os.getcwd()
+  os.chdir(cwd)
+  try:
+    with (contextlib.redirect_stdout(stdout),
+          contextlib.redirect_stderr(stderr)):
+      code = embed.main(["--checkpoint", os.path.relpath(run_dir),
+                         "--images", os.path.relpath(image_dir),
+                         "--out", os.path.join("sub", "emb.npz"),
+                         "--batch_size", "4", "--projection"])
+  finally:
+    os.chdir(old)
   assert _snapshot(run_dir) == before, "embedding wrote into the run dir"
   return code, stdout.getvalue(), stderr.getvalue(), out
 
@@ -89,7 +101,7 @@ def test_find_images_walks_nested_mixed_case(image_dir):
   assert embed.find_images(image_dir) == sorted([*IMAGES, CORRUPT])
 
 
-def test_cli_writes_sorted_embeddings_and_reports_skips(cli_result):
+def test_cli_writes_sorted_embeddings_and_reports_skips(cli_result, run_dir):
   code, stdout, stderr, out = cli_result
   assert code == 0, stderr
   with np.load(out) as data:
@@ -101,6 +113,9 @@ def test_cli_writes_sorted_embeddings_and_reports_skips(cli_result):
   skipped = [l for l in stderr.splitlines() if l.startswith("skipped")]
   assert len(skipped) == 1 and skipped[0].startswith(f"skipped {CORRUPT}: ")
   assert f"Embedded {len(IMAGES)} images, skipped 1 unreadable" in stdout
+  # The relative paths, resolved: valid from any directory.
+  assert f"wrote {out} (" in stdout and stdout.rstrip().endswith(
+      f"of {run_dir}.")
   assert f"{len(IMAGES) + 1}/{len(IMAGES) + 1} files (1 skipped)" in stderr
 
 
@@ -210,3 +225,18 @@ def test_module_entry_point(tmp_path):
        str(tmp_path / "e.npz")], cwd=ROOT, env=env, capture_output=True,
       text=True, timeout=300)
   _assert_one_error(proc.returncode, proc.stderr, "does not exist")
+
+
+def test_run_host_size_is_the_decode_size(loaded, image_dir):
+  """A run trained on 24 px host squares at model size 16 is embedded as it
+  was evaluated: decoded to 24 px, then resized to 16 on the device."""
+  config = loaded.config.copy_and_resolve_references()
+  config.data.host_size = 24
+  result = embed.embed_images(dataclasses.replace(loaded, config=config),
+                              image_dir)
+  image = sources.decode_file(
+      tf.constant(os.path.join(image_dir, "a/b/c/wide.JPEG")), 24).numpy()
+  want, _ = _direct(loaded, [image], size=16)
+  row = result.filenames.index("a/b/c/wide.JPEG")
+  np.testing.assert_allclose(result.representation[row], want[0], rtol=1e-5,
+                             atol=1e-5)

@@ -1,5 +1,7 @@
-"""The command line: bad input ends in one `error:` line and exit code 2."""
+"""The command line: bad input ends in one `error:` line and exit code 2;
+relative paths work in every mode."""
 
+import json
 import os
 import pathlib
 import subprocess
@@ -16,13 +18,55 @@ TINY = [
 ]
 
 
-def run_cli(*args, devices=1, cwd=ROOT):
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-  env["JAX_PLATFORMS"] = "cpu"
+# Two steps on a ResNet-18 x1/16 at 16 px, one device, no end-of-run
+# evaluation: tests/test_readme_commands.py appends the same to the README's
+# pretraining commands, so the two files' subprocesses compile the same
+# programs and share them through `compile_cache_env`.
+TINY_RUN = [
+    "--config.train_steps=2", "--config.batch_size=16",
+    "--config.model.depth=18", "--config.model.width_multiplier=0.0625",
+    "--config.data.image_size=16", "--config.data.builtin_train_examples=32",
+    "--config.data.builtin_eval_examples=16", "--config.eval.enabled=False",
+    "--config.optim.warmup_epochs=0",
+]
+# Downstream runs of one or two steps on that model.
+TINY_DOWNSTREAM = [
+    "--config.eval.batch_size=16", "--config.eval.probe_max_iters=10",
+    "--config.linear_eval.epochs=1", "--config.linear_eval.batch_size=16",
+    "--config.finetune.epochs=1", "--config.finetune.batch_size=16",
+    "--config.linear_eval.val_fraction=0.25",  # >= 1 per class of 3 or 4
+]
+
+
+def compile_cache_env(tmp_path_factory) -> dict[str, str]:
+  """Environment for CLI subprocesses that compile quickly: XLA without its
+  expensive optimisations (a tiny ResNet's train step then compiles about
+  3x faster; these runs are a few steps long) and JAX's persistent
+  compilation cache shared for the whole test session, so each program
+  compiles once, not once per command."""
+  cache = tmp_path_factory.getbasetemp() / "jax_compilation_cache"
+  cache.mkdir(exist_ok=True)
+  return {"JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
+          "JAX_COMPILATION_CACHE_DIR": str(cache),
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
+def run_cli(*args, devices=1, cwd=ROOT, env=None, module="simclr_jax.main",
+            timeout=300):
+  """`python -m module args` on `devices` CPU devices; `env` adds to (or,
+  with None values, removes from) this process's environment."""
+  full = dict(os.environ)
+  full["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  full["JAX_PLATFORMS"] = "cpu"
+  for key, value in (env or {}).items():
+    if value is None:
+      full.pop(key, None)
+    else:
+      full[key] = value
   return subprocess.run(
-      [sys.executable, "-m", "simclr_jax.main", *args], cwd=cwd, env=env,
-      capture_output=True, text=True, timeout=300)
+      [sys.executable, "-m", module, *args], cwd=cwd, env=full,
+      capture_output=True, text=True, timeout=timeout)
 
 
 def assert_one_line_error(proc, *fragments):
@@ -69,6 +113,16 @@ def test_unknown_tfds_dataset(tmp_path):
   assert not (tmp_path / "w").exists()
 
 
+def test_tfds_data_dir_with_home(tmp_path):
+  # `~` after `=` reaches the program unexpanded, and tfds would take it
+  # literally; it means $HOME.
+  proc = run_cli("--config", "configs/default.py", "--workdir",
+                 str(tmp_path / "w"), "--config.data.source=tfds",
+                 "--config.data.name=mnist", "--config.data.data_dir=~/tfds",
+                 env={"HOME": str(tmp_path)})
+  assert_one_line_error(proc, f"not prepared in {tmp_path / 'tfds'} ")
+
+
 def test_missing_and_empty_folder(tmp_path):
   proc = run_cli("--config", "configs/default.py", "--workdir",
                  str(tmp_path / "w"), "--config.data.source=folder",
@@ -92,10 +146,10 @@ def test_workdir_that_is_a_file(tmp_path):
   assert blocker.read_text() == "not a directory"
 
 
-def test_tiny_run_and_incompatible_rerun(tmp_path):
+def test_tiny_run_and_incompatible_rerun(tmp_path, tmp_path_factory):
   workdir = tmp_path / "run"
   proc = run_cli("--config", "configs/default.py", "--workdir", str(workdir),
-                 *TINY)
+                 *TINY, env=compile_cache_env(tmp_path_factory))
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "step 1/1" in proc.stdout
   ckpts = sorted(os.listdir(workdir / "checkpoints"))
@@ -105,3 +159,45 @@ def test_tiny_run_and_incompatible_rerun(tmp_path):
   assert_one_line_error(proc, "different model", "depth")
   assert sorted(os.listdir(workdir / "checkpoints")) == ckpts
   assert {p: p.stat().st_mtime for p in workdir.rglob("*")} == before
+
+
+def _results(workdir):
+  with open(os.path.join(workdir, "results.json")) as f:
+    return json.load(f)
+
+
+def test_relative_paths_in_every_mode(tmp_path, tmp_path_factory):
+  """A new user's session: every path relative to the current directory (or
+  `~/...`, which no shell expands after `=`), pretraining and then each
+  downstream mode on that run. Orbax only takes absolute paths."""
+  cwd = tmp_path / "cwd"
+  cwd.mkdir()
+  env = dict(compile_cache_env(tmp_path_factory), HOME=str(cwd))
+  # The README's CIFAR-10 recipe on built-in data (the same 32 / 16 images
+  # as the README test's stand-ins): the compiled programs are those of
+  # tests/test_readme_commands.py, which then finds them in the cache.
+  config = [str(ROOT / "configs" / "cifar10.py"), *TINY_RUN,
+            "--config.data.source=builtin", "--config.data.name="]
+  # keep_checkpoints=1 with a checkpoint every step: only step 2 may stay.
+  proc = run_cli("--config", *config, "--workdir", "runs/tiny",
+                 "--config.checkpoint_every_steps=1",
+                 "--config.keep_checkpoints=1", cwd=cwd, env=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  run = cwd / "runs" / "tiny"
+  assert sorted(os.listdir(run / "checkpoints")) == ["2"]
+  assert _results(run)["checkpoint"] == {"dir": str(run), "step": 2}
+
+  for mode, init, out in [("knn", "runs/tiny", "out/knn"),
+                          ("linear", "./runs/../runs/tiny", "out/linear"),
+                          ("finetune", "~/runs/tiny", "~/out/finetune")]:
+    proc = run_cli("--config", *config, f"--workdir={out}", *TINY_DOWNSTREAM,
+                   f"--config.mode={mode}",
+                   f"--config.init_checkpoint={init}", cwd=cwd, env=env)
+    assert proc.returncode == 0, (mode, init, proc.stderr[-3000:])
+    results = _results(cwd / out.removeprefix("~/"))
+    assert results["mode"] == mode
+    assert results["checkpoint"] == {"dir": str(run), "step": 2}
+    assert results["config"]["init_checkpoint"] == str(run)
+    assert 0.0 <= min(results["metrics"].values())
+    assert max(results["metrics"].values()) <= 1.0
+  assert not (cwd / "~").exists()  # no folder named "~"

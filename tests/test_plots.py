@@ -178,3 +178,22 @@ def test_cli_exit_codes(tmp_path, capsys):
   assert "RUN_DIR" in capsys.readouterr().err
   assert plots.main(["--help"]) == 0
   assert "--out" in capsys.readouterr().out
+
+
+def test_relative_and_home_run_dirs(tmp_path, monkeypatch, capsys):
+  run = _write_run(tmp_path / "runs" / "a", _full_records())
+  monkeypatch.chdir(tmp_path / "runs")
+  assert plots.main(["a"]) == 0
+  # Printed absolute, so the paths work from any directory.
+  assert capsys.readouterr().out.split() == [
+      os.path.join(run, "plots", n) for n in ALL_FIGURES]
+  for name in ALL_FIGURES:
+    _assert_png(os.path.join(run, "plots", name))
+
+  monkeypatch.setenv("HOME", str(tmp_path))
+  assert plots.main(["./a", "~/runs/a", "--out", "~/cmp"]) == 0
+  assert capsys.readouterr().out.split() == [
+      str(tmp_path / "cmp" / n) for n in ALL_FIGURES]
+  # A run dir given as "." is labelled with its name, not ".".
+  monkeypatch.chdir(run)
+  assert plots._run_labels(["."]) == ["a"]

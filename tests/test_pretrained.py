@@ -139,16 +139,70 @@ def test_missing_step_lists_available(run_dir):
     pretrained.load_pretrained(run_dir, step=7)
 
 
-def test_damaged_checkpoint_is_a_user_error(run_dir, tmp_path):
-  copy = _copy(run_dir, tmp_path)
-  data = os.path.join(copy, "checkpoints", "2", "default")
-  for dirpath, _, files in os.walk(data):
+def test_relative_run_dir_loads(run_dir, tmp_path, monkeypatch):
+  # Orbax refuses relative paths ("Checkpoint path should be absolute").
+  monkeypatch.chdir(tmp_path)
+  relative = os.path.relpath(run_dir)
+  assert not os.path.isabs(relative) and relative.startswith("..")
+  assert pretrained.load_run_config(relative).to_dict() == (
+      tiny_run_config().to_dict())
+  loaded = pretrained.load_pretrained(relative)
+  assert loaded.step == 2 and loaded.num_classes == 10
+
+
+def test_home_run_dir_loads(run_dir, monkeypatch):
+  # `--config.init_checkpoint=~/run`: no shell expands a `~` after `=`.
+  monkeypatch.setenv("HOME", os.path.dirname(run_dir))
+  home = os.path.join("~", os.path.basename(run_dir))
+  assert pretrained.run_signature(home) == configlib.model_signature(
+      tiny_run_config())
+  assert pretrained.load_pretrained(home).step == 2
+
+
+def _damage(step_dir):
+  for dirpath, _, files in os.walk(os.path.join(step_dir, "default")):
     for name in files:
       if os.path.basename(dirpath) == "d":  # the array chunks
         with open(os.path.join(dirpath, name), "wb") as f:
           f.write(b"xx")
-  with pytest.raises(UserError, match="checkpoints/2 cannot be read"):
+
+
+def test_damaged_only_checkpoint_is_a_user_error(run_dir, tmp_path):
+  copy = _copy(run_dir, tmp_path)
+  _damage(os.path.join(copy, "checkpoints", "2"))
+  with pytest.raises(UserError, match="checkpoints/2 cannot be read") as e:
     pretrained.load_pretrained(copy)
+  message = str(e.value)
+  assert "damaged or incomplete" in message
+  assert "only checkpoint" in message and "new --workdir" in message
+  assert "another step" not in message and "step=N" not in message
+
+
+def test_damaged_checkpoint_advice_names_the_other_steps(run_dir, tmp_path):
+  copy = _copy(run_dir, tmp_path)
+  ckpts = os.path.join(copy, "checkpoints")
+  shutil.copytree(os.path.join(ckpts, "2"), os.path.join(ckpts, "1"))
+  _damage(os.path.join(ckpts, "2"))
+  with pytest.raises(UserError, match="checkpoints/2 cannot be read") as e:
+    pretrained.load_pretrained(copy)
+  message = str(e.value)
+  assert "other checkpoints of this run: step 1:" in message
+  assert "step=N" in message and "--step N" in message
+  assert f"move {ckpts}/2 out of the run directory" in message
+  # Both ways out that the message gives work.
+  assert pretrained.load_pretrained(copy, step=1).num_classes == 10
+  shutil.move(os.path.join(ckpts, "2"), os.path.join(tmp_path, "moved"))
+  assert pretrained.load_pretrained(copy).num_classes == 10
+
+
+def test_unreadable_for_permissions_says_so(run_dir, monkeypatch):
+  # Root reads everything, so the OS error is simulated.
+  def denied(step_dir):
+    raise PermissionError(13, "Permission denied", step_dir)
+  monkeypatch.setattr(pretrained, "_num_classes", denied)
+  with pytest.raises(UserError, match="cannot be read .*Permission denied.*"
+                     "make its files readable by this user"):
+    pretrained.load_pretrained(run_dir)
 
 
 def test_checkpoint_of_another_architecture_is_refused(run_dir, tmp_path):
@@ -160,8 +214,10 @@ def test_checkpoint_of_another_architecture_is_refused(run_dir, tmp_path):
   payload["model_signature"]["width_multiplier"] = 0.25
   with open(path, "w") as f:
     json.dump(payload, f)
-  with pytest.raises(UserError, match="cannot be restored into the model"):
+  with pytest.raises(UserError, match="cannot be restored into the model") as e:
     pretrained.load_pretrained(copy)
+  assert "put back the run_config.json this run wrote" in str(e.value)
+  assert "another step" not in str(e.value)
   payload["model_signature"]["width_multiplier"] = 0.125
   with open(path, "w") as f:
     json.dump(payload, f)
