@@ -26,6 +26,11 @@ if "SIMCLR_TEST_JAX_CACHE" not in os.environ:
 os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["SIMCLR_TEST_JAX_CACHE"]
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+# XLA without its expensive optimisation passes compiles a tiny ResNet's
+# train step about 3x faster; the programs tests run are a few steps long,
+# and float results stay within the golden-value tolerances. Long runs (the
+# `slow` tests) turn optimisation back on with the `optimised_xla` fixture.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import jax  # noqa: E402  (after XLA_FLAGS on purpose)
 
@@ -118,3 +123,12 @@ def small_model(small_model_factory, model_images):
   variables = jax.jit(lambda x: model.init(
       jax.random.key(0, impl="rbg"), x, train=False))(model_images)
   return model, variables
+
+
+@pytest.fixture
+def optimised_xla():
+  """Full XLA optimisation for one test (its programs run for minutes)."""
+  previous = jax.config.jax_disable_most_optimizations
+  jax.config.update("jax_disable_most_optimizations", False)
+  yield
+  jax.config.update("jax_disable_most_optimizations", previous)

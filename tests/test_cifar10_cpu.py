@@ -33,7 +33,8 @@ def cifar10_dir(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_short_pretraining_beats_random_encoder(cifar10_dir, tmp_path):
+def test_short_pretraining_beats_random_encoder(cifar10_dir, tmp_path,
+                                              optimised_xla):
   c = runpy.run_path(str(ROOT / "configs" / "cifar10_cpu.py"))["get_config"]()
   c.data.data_dir = cifar10_dir
   c.epochs = 1

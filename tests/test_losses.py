@@ -18,7 +18,7 @@ ATOL_SCALE = 1e-6
 
 
 @pytest.fixture(scope="module")
-def ntxent_cases(ntxent_cases):
+def ntxent_cases(reference):
   """index -> (case description, reference arrays) of the NT-Xent cases."""
   meta, arrays = reference
   return {c["index"]: (c, {k: arrays[f"ntxent{c['index']}_{k}"] for k in (

@@ -21,7 +21,8 @@ TINY = [
 # Two steps on a ResNet-18 x1/16 at 16 px, one device, no end-of-run
 # evaluation: tests/test_readme_commands.py appends the same to the README's
 # pretraining commands, so the two files' subprocesses compile the same
-# programs and share them through `compile_cache_env`.
+# programs and share them through the test run's compilation cache
+# (conftest.py).
 TINY_RUN = [
     "--config.train_steps=2", "--config.batch_size=16",
     "--config.model.depth=18", "--config.model.width_multiplier=0.0625",
@@ -36,20 +37,6 @@ TINY_DOWNSTREAM = [
     "--config.finetune.epochs=1", "--config.finetune.batch_size=16",
     "--config.linear_eval.val_fraction=0.25",  # >= 1 per class of 3 or 4
 ]
-
-
-def compile_cache_env(tmp_path_factory) -> dict[str, str]:
-  """Environment for CLI subprocesses that compile quickly: XLA without its
-  expensive optimisations (a tiny ResNet's train step then compiles about
-  3x faster; these runs are a few steps long) and JAX's persistent
-  compilation cache shared for the whole test session, so each program
-  compiles once, not once per command."""
-  cache = tmp_path_factory.getbasetemp() / "jax_compilation_cache"
-  cache.mkdir(exist_ok=True)
-  return {"JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
-          "JAX_COMPILATION_CACHE_DIR": str(cache),
-          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
 
 def run_cli(*args, devices=1, cwd=ROOT, env=None, module="simclr_jax.main",
@@ -146,10 +133,10 @@ def test_workdir_that_is_a_file(tmp_path):
   assert blocker.read_text() == "not a directory"
 
 
-def test_tiny_run_and_incompatible_rerun(tmp_path, tmp_path_factory):
+def test_tiny_run_and_incompatible_rerun(tmp_path):
   workdir = tmp_path / "run"
   proc = run_cli("--config", "configs/default.py", "--workdir", str(workdir),
-                 *TINY, env=compile_cache_env(tmp_path_factory))
+                 *TINY)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "step 1/1" in proc.stdout
   ckpts = sorted(os.listdir(workdir / "checkpoints"))
@@ -166,13 +153,13 @@ def _results(workdir):
     return json.load(f)
 
 
-def test_relative_paths_in_every_mode(tmp_path, tmp_path_factory):
+def test_relative_paths_in_every_mode(tmp_path):
   """A new user's session: every path relative to the current directory (or
   `~/...`, which no shell expands after `=`), pretraining and then each
   downstream mode on that run. Orbax only takes absolute paths."""
   cwd = tmp_path / "cwd"
   cwd.mkdir()
-  env = dict(compile_cache_env(tmp_path_factory), HOME=str(cwd))
+  env = {"HOME": str(cwd)}
   # The README's CIFAR-10 recipe on built-in data (the same 32 / 16 images
   # as the README test's stand-ins): the compiled programs are those of
   # tests/test_readme_commands.py, which then finds them in the cache.

@@ -36,7 +36,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from tensorflow_datasets.image_classification import cifar
 
-from test_main import ROOT, TINY_DOWNSTREAM, TINY_RUN, compile_cache_env
+from test_main import ROOT, TINY_DOWNSTREAM, TINY_RUN
 from test_main import run_cli
 
 README = ROOT / "README.md"
@@ -307,8 +307,7 @@ def ws(tmp_path_factory) -> Workspace:
   _image_folder(root / STAND_INS["/data/cifar10"])
   _mixed_images(root / STAND_INS["/data/my_images"], NUM_TRAIN, nested=False)
   _mixed_images(root / STAND_INS["DIR"], 14, nested=True)
-  env = dict(compile_cache_env(tmp_path_factory), HOME=str(home),
-             TFDS_DATA_DIR=None)
+  env = {"HOME": str(home), "TFDS_DATA_DIR": None}
   used: set[str] = set()
   commands = parse_readme(README.read_text(), {"HOME": str(home)}, root,
                           used)
