@@ -132,3 +132,14 @@ def optimised_xla():
   jax.config.update("jax_disable_most_optimizations", False)
   yield
   jax.config.update("jax_disable_most_optimizations", previous)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> str:
+  """A finished two-step run of `helpers.tiny_run_config`, trained once per
+  test session (per xdist worker); tests copy it before changing it."""
+  import helpers
+  from simclr_jax import train
+  workdir = str(tmp_path_factory.getbasetemp() / "shared_tiny_run")
+  train.train_and_evaluate(helpers.tiny_run_config(), workdir)
+  return workdir

@@ -12,7 +12,7 @@ import orbax.checkpoint as ocp
 import pytest
 import tensorflow as tf
 
-from test_main import ROOT, TINY, assert_one_line_error, run_cli
+from helpers import ROOT, TINY, assert_one_line_error, run_cli
 
 # Runs simclr_jax.main and logs the rows of every local training batch.
 RECORDER = ROOT / "tests" / "record_train_rows.py"

@@ -18,7 +18,6 @@ from simclr_jax import augment
 from simclr_jax import embed
 from simclr_jax import pretrained
 from simclr_jax.data import sources
-from test_pretrained import shared_tiny_run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -36,8 +35,8 @@ CORRUPT = "a/b/broken.jpg"
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-  return shared_tiny_run(tmp_path_factory)
+def run_dir(tiny_run):
+  return tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +66,7 @@ def cli_result(run_dir, image_dir, tmp_path_factory):
   npz path)."""
   cwd = tmp_path_factory.mktemp("cwd")
   out = str(cwd / "sub" / "emb.npz")
-  before = _snapshot(run_dir)
+  before = snapshot(run_dir)
   stdout, stderr = io.StringIO(), io.StringIO()
   old = os.getcwd()
   os.chdir(cwd)
@@ -80,11 +79,11 @@ def cli_result(run_dir, image_dir, tmp_path_factory):
                          "--batch_size", "4", "--projection"])
   finally:
     os.chdir(old)
-  assert _snapshot(run_dir) == before, "embedding wrote into the run dir"
+  assert snapshot(run_dir) == before, "embedding wrote into the run dir"
   return code, stdout.getvalue(), stderr.getvalue(), out
 
 
-def _snapshot(path):
+def snapshot(path):
   return {os.path.join(d, f): os.path.getmtime(os.path.join(d, f))
           for d, _, files in os.walk(path) for f in files}
 

@@ -9,13 +9,13 @@ import pytest
 from simclr_jax import evaluate
 from simclr_jax import results as results_lib
 from simclr_jax.errors import UserError
-from test_main import ROOT, TINY, assert_one_line_error, run_cli
-from test_pretrained import _snapshot, shared_tiny_run, tiny_run_config
+from helpers import ROOT, TINY, assert_one_line_error, run_cli
+from helpers import snapshot, tiny_run_config
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-  return shared_tiny_run(tmp_path_factory)
+def run_dir(tiny_run):
+  return tiny_run
 
 
 def _config(run_dir, mode, **sections):
@@ -42,7 +42,7 @@ def _check_results(workdir, results, mode, run_dir):
 
 
 def test_knn_mode_writes_results_and_leaves_the_run_alone(run_dir, tmp_path):
-  before = _snapshot(run_dir)
+  before = snapshot(run_dir)
   workdir = str(tmp_path / "knn")
   results = evaluate.run(_config(run_dir, "knn", eval=dict(knn_ks=(20, 5))),
                          workdir)
@@ -51,7 +51,7 @@ def test_knn_mode_writes_results_and_leaves_the_run_alone(run_dir, tmp_path):
                                      "knn_top1_k5", "knn_top5_k5"}
   for v in results["metrics"].values():
     assert 0.0 <= v <= 1.0
-  assert _snapshot(run_dir) == before
+  assert snapshot(run_dir) == before
 
 
 def test_linear_logistic_mode(run_dir, tmp_path):

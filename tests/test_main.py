@@ -3,66 +3,11 @@ relative paths work in every mode."""
 
 import json
 import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY = [
-    "--config.data.image_size=16", "--config.model.width_multiplier=0.125",
-    "--config.data.builtin_train_examples=64",
-    "--config.data.builtin_eval_examples=32", "--config.batch_size=32",
-    "--config.train_steps=1", "--config.eval.enabled=False",
-]
-
-
-# Two steps on a ResNet-18 x1/16 at 16 px, one device, no end-of-run
-# evaluation: tests/test_readme_commands.py appends the same to the README's
-# pretraining commands, so the two files' subprocesses compile the same
-# programs and share them through the test run's compilation cache
-# (conftest.py).
-TINY_RUN = [
-    "--config.train_steps=2", "--config.batch_size=16",
-    "--config.model.depth=18", "--config.model.width_multiplier=0.0625",
-    "--config.data.image_size=16", "--config.data.builtin_train_examples=32",
-    "--config.data.builtin_eval_examples=16", "--config.eval.enabled=False",
-    "--config.optim.warmup_epochs=0",
-]
-# Downstream runs of one or two steps on that model.
-TINY_DOWNSTREAM = [
-    "--config.eval.batch_size=16", "--config.eval.probe_max_iters=10",
-    "--config.linear_eval.epochs=1", "--config.linear_eval.batch_size=16",
-    "--config.finetune.epochs=1", "--config.finetune.batch_size=16",
-    "--config.linear_eval.val_fraction=0.25",  # >= 1 per class of 3 or 4
-]
-
-
-def run_cli(*args, devices=1, cwd=ROOT, env=None, module="simclr_jax.main",
-            timeout=300):
-  """`python -m module args` on `devices` CPU devices; `env` adds to (or,
-  with None values, removes from) this process's environment."""
-  full = dict(os.environ)
-  full["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-  full["JAX_PLATFORMS"] = "cpu"
-  for key, value in (env or {}).items():
-    if value is None:
-      full.pop(key, None)
-    else:
-      full[key] = value
-  return subprocess.run(
-      [sys.executable, "-m", module, *args], cwd=cwd, env=full,
-      capture_output=True, text=True, timeout=timeout)
-
-
-def assert_one_line_error(proc, *fragments):
-  assert proc.returncode == 2, proc.stderr[-3000:]
-  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
-  assert len(errors) == 1, proc.stderr[-3000:]
-  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-  for fragment in fragments:
-    assert fragment in errors[0], errors[0]
+from helpers import (ROOT, TINY, TINY_DOWNSTREAM, TINY_RUN,
+                     assert_one_line_error, run_cli)
 
 
 @pytest.mark.parametrize("override, fragments", [

@@ -13,35 +13,13 @@ from simclr_jax import configlib
 from simclr_jax import pretrained
 from simclr_jax import train
 from simclr_jax.errors import UserError
-from test_train import tiny_config
-
-
-def tiny_run_config():
-  """Two steps, one checkpoint, no evaluation: the fastest real run."""
-  c = tiny_config()
-  c.train_steps = 2
-  c.eval.enabled = False
-  return c
-
-
-def shared_tiny_run(tmp_path_factory) -> str:
-  """A finished tiny run, trained once per test session (test_embed uses it
-  too); tests must copy it before changing anything in it."""
-  workdir = str(tmp_path_factory.getbasetemp() / "shared_tiny_run")
-  if not os.path.exists(os.path.join(workdir, "results.json")):
-    shutil.rmtree(workdir, ignore_errors=True)
-    train.train_and_evaluate(tiny_run_config(), workdir)
-  return workdir
+from helpers import snapshot, tiny_run_config
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-  return shared_tiny_run(tmp_path_factory)
+def run_dir(tiny_run):
+  return tiny_run
 
-
-def _snapshot(path):
-  return {p: (os.path.getmtime(os.path.join(d, p)), os.path.getsize(
-      os.path.join(d, p))) for d, _, files in os.walk(path) for p in files}
 
 
 def _copy(run_dir, tmp_path):
@@ -73,9 +51,9 @@ def test_old_run_without_new_keys_loads_with_defaults(run_dir, tmp_path):
 
 
 def test_load_pretrained_matches_checkpoint_and_writes_nothing(run_dir):
-  before = _snapshot(run_dir)
+  before = snapshot(run_dir)
   loaded = pretrained.load_pretrained(run_dir)
-  assert _snapshot(run_dir) == before
+  assert snapshot(run_dir) == before
   assert loaded.step == 2
   assert loaded.num_classes == 10 and loaded.image_size == 16
   for leaf in jax.tree.leaves(loaded.variables):

@@ -36,8 +36,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from tensorflow_datasets.image_classification import cifar
 
-from test_main import ROOT, TINY_DOWNSTREAM, TINY_RUN
-from test_main import run_cli
+from helpers import ROOT, TINY_DOWNSTREAM, TINY_RUN, run_cli
 
 README = ROOT / "README.md"
 WORK = "work"  # the working directory under the temporary root

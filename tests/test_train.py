@@ -11,45 +11,13 @@ from PIL import Image
 
 from simclr_jax import augment
 from simclr_jax import data as data_lib
-from simclr_jax import defaults
 from simclr_jax import results as results_lib
 from simclr_jax import train
 from simclr_jax import train_state as ts
 from simclr_jax import checkpointing
 from simclr_jax.errors import UserError
+from helpers import tiny_config
 
-
-def tiny_config(**data):
-  """A config that trains in seconds on CPU: 16 px, ResNet-18 x1/8."""
-  c = defaults.base_config()
-  c.data.source = "builtin"
-  c.data.name = ""
-  c.data.image_size = 16
-  c.data.eval_split = "test"
-  c.data.builtin_train_examples = 128
-  c.data.builtin_eval_examples = 64
-  c.data.shuffle_buffer = 128
-  c.data.cache = True
-  for k, v in data.items():
-    c.data[k] = v
-  c.augment.blur_prob = 0.0
-  c.model.depth = 18
-  c.model.width_multiplier = 0.125
-  c.model.cifar_stem = True
-  c.model.proj_head_layers = 2
-  c.model.proj_out_dim = 16
-  c.loss.temperature = 0.5
-  c.optim.base_learning_rate = 0.3
-  c.optim.lr_scaling = "linear"
-  c.optim.warmup_epochs = 0.0
-  c.batch_size = 32
-  c.train_steps = 4
-  c.log_every_steps = 2
-  c.checkpoint_every_steps = 2
-  c.keep_checkpoints = 2
-  c.eval.batch_size = 32
-  c.eval.knn_ks = (10,)
-  return c
 
 
 def _final_state(workdir, config):
