@@ -88,4 +88,7 @@ def test_per_batch_sigma_views_ignore_batch_size_and_device_split():
   mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
   sharded = jax.device_put(images, jax.sharding.NamedSharding(
       mesh, jax.sharding.PartitionSpec("data")))
-  np.testing.assert_allclose(np.asarray(fn(key, sharded)), whole, atol=1e-6)
+  # The 8-device program is compiled apart from the 1-device one and may
+  # order float sums differently (seen: 2.4e-6 with XLA's quick-compile
+  # mode); a wrong key or sigma moves pixels by more than 1e-2.
+  np.testing.assert_allclose(np.asarray(fn(key, sharded)), whole, atol=1e-5)
