@@ -128,7 +128,7 @@ def small_model(small_model_factory, model_images):
 @pytest.fixture
 def optimised_xla():
   """Full XLA optimisation for one test (its programs run for minutes)."""
-  previous = jax.config.jax_disable_most_optimizations
+  previous = jax.config.read("jax_disable_most_optimizations")
   jax.config.update("jax_disable_most_optimizations", False)
   yield
   jax.config.update("jax_disable_most_optimizations", previous)
