@@ -12,23 +12,17 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from simclr_jax import augment
-from simclr_jax import defaults
 from simclr_jax import train_state as ts
 from simclr_jax import train_step as step_lib
 from simclr_jax import views
+from helpers import tiny_config
 
 
 def _tiny_config() -> ml_collections.ConfigDict:
-  c = defaults.base_config()
-  c.model.depth = 18
-  c.model.width_multiplier = 0.125
-  c.model.cifar_stem = True
-  c.model.proj_head_layers = 2
-  c.model.proj_out_dim = 16
+  """helpers.tiny_config's model and schedule, with the rates these tests pin."""
+  c = tiny_config()
   c.optim.base_learning_rate = 1.0
-  c.optim.lr_scaling = "linear"
   c.optim.weight_decay = 1e-6
-  c.optim.warmup_epochs = 0.0
   return c
 
 
