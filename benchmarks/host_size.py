@@ -37,8 +37,9 @@ from simclr_jax import views  # noqa: E402
 from simclr_jax.data import sources  # noqa: E402
 
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Model input size.")
-_HOST_SIZES = flags.DEFINE_list("host_sizes", ["224", "320"],
-                                "Host sizes to compare (>= image_size).")
+_HOST_SIZES = flags.DEFINE_list(
+  "host_sizes", ["224", "320"], "Host sizes to compare (>= image_size)."
+)
 _BATCH = flags.DEFINE_integer("batch", 16, "Images per step (2x views).")
 _STEPS = flags.DEFINE_integer("steps", 3, "Timed repetitions per size.")
 _FILES = flags.DEFINE_integer("files", 256, "Generated JPEGs to decode.")
@@ -55,14 +56,16 @@ def _write_jpegs(folder: str, count: int) -> list[str]:
     pixels = np.asarray(image, np.int16) + rng.integers(-20, 20, (375, 500, 3))
     path = os.path.join(folder, f"{i:05d}.jpg")
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
-        path, quality=90)
+      path, quality=90
+    )
     paths.append(path)
   return paths
 
 
 def _decode_rate(paths: list[str], size: int) -> float:
   ds = tf.data.Dataset.from_tensor_slices(
-      {"path": tf.constant(paths), "label": tf.zeros(len(paths), tf.int32)})
+    {"path": tf.constant(paths), "label": tf.zeros(len(paths), tf.int32)}
+  )
   ds = sources.decode_paths(ds, size).batch(64)
   t0 = time.perf_counter()
   for _ in ds:
@@ -105,40 +108,56 @@ def main(_):
     cfgs = configlib.view_configs(config)
     two_views = jax.jit(lambda key, x, c=cfgs: views.two_views(key, x, c))
     images = rng.integers(0, 256, (batch, s, s, 3), np.uint8)
-    data = jax.device_put({"image": images,
-                           "label": np.zeros((batch,), np.int32)},
-                          setup.data_sharding)
+    data = jax.device_put(
+      {"image": images, "label": np.zeros((batch,), np.int32)},
+      setup.data_sharding,
+    )
     key = jax.random.key(0)
     t0 = time.perf_counter()
     jax.block_until_ready(two_views(key, data["image"]))
     state, metrics = step(state, data)
     jax.block_until_ready(metrics)
-    runs[s] = dict(step=step, state=state, data=data, two_views=two_views,
-                   first_s=time.perf_counter() - t0, views=[], steps=[])
+    runs[s] = dict(
+      step=step,
+      state=state,
+      data=data,
+      two_views=two_views,
+      first_s=time.perf_counter() - t0,
+      views=[],
+      steps=[],
+    )
   for i in range(_STEPS.value):
     for s in hosts:
       r = runs[s]
       t0 = time.perf_counter()
-      jax.block_until_ready(r["two_views"](jax.random.key(i), r["data"]["image"]))
+      jax.block_until_ready(
+        r["two_views"](jax.random.key(i), r["data"]["image"])
+      )
       r["views"].append(time.perf_counter() - t0)
       t0 = time.perf_counter()
       r["state"], metrics = r["step"](r["state"], r["data"])
       jax.block_until_ready(metrics)
       r["steps"].append(time.perf_counter() - t0)
 
-  print(f"image_size {size}, batch {batch} ({2 * batch} views), ResNet-"
-        f"{_DEPTH.value}, {jax.device_count()} {jax.default_backend()} "
-        f"device(s), {os.cpu_count()} host cores; medians of {_STEPS.value}")
-  print("| host size | host bytes / image | decode + resize img/s | "
-        "two views ms / batch | train step s | step vs first size |")
+  print(
+    f"image_size {size}, batch {batch} ({2 * batch} views), ResNet-"
+    f"{_DEPTH.value}, {jax.device_count()} {jax.default_backend()} "
+    f"device(s), {os.cpu_count()} host cores; medians of {_STEPS.value}"
+  )
+  print(
+    "| host size | host bytes / image | decode + resize img/s | "
+    "two views ms / batch | train step s | step vs first size |"
+  )
   print("| --- | --- | --- | --- | --- | --- |")
   base = statistics.median(runs[hosts[0]]["steps"])
   for s in hosts:
     r = runs[s]
     step_s = statistics.median(r["steps"])
-    print(f"| {s} | {s * s * 3:,} | {statistics.median(decode[s]):.0f} | "
-          f"{1e3 * statistics.median(r['views']):.1f} | {step_s:.2f} | "
-          f"{step_s / base:.3f} |")
+    print(
+      f"| {s} | {s * s * 3:,} | {statistics.median(decode[s]):.0f} | "
+      f"{1e3 * statistics.median(r['views']):.1f} | {step_s:.2f} | "
+      f"{step_s / base:.3f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -31,9 +31,10 @@ def main(_):
   step = setup.make_train_step(config.loss, state.params)
   size = config.data.host_size or config.data.image_size  # what hosts send
   rng = np.random.default_rng(0)
-  batch = {"image": rng.integers(0, 256, (config.batch_size, size, size, 3),
-                                 np.uint8),
-           "label": rng.integers(0, 10, (config.batch_size,), np.int32)}
+  batch = {
+    "image": rng.integers(0, 256, (config.batch_size, size, size, 3), np.uint8),
+    "label": rng.integers(0, 10, (config.batch_size,), np.int32),
+  }
   batch = jax.device_put(batch, setup.data_sharding)
   t0 = time.perf_counter()
   state, metrics = step(state, batch)
@@ -44,10 +45,12 @@ def main(_):
     state, metrics = step(state, batch)
   jax.block_until_ready(metrics)
   per_step = (time.perf_counter() - t0) / _STEPS.value
-  print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r} "
-        f"devices={jax.device_count()} batch={config.batch_size} "
-        f"image={config.data.image_size} host={size} first_step_s={compile_s:.1f} step_s={per_step:.3f} "
-        f"images_per_s={config.batch_size / per_step:.1f}")
+  print(
+    f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r} "
+    f"devices={jax.device_count()} batch={config.batch_size} "
+    f"image={config.data.image_size} host={size} first_step_s={compile_s:.1f} step_s={per_step:.3f} "
+    f"images_per_s={config.batch_size / per_step:.1f}"
+  )
 
 
 if __name__ == "__main__":

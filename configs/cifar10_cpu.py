@@ -40,6 +40,6 @@ def get_config():
 
   c.eval.batch_size = 1000
   c.eval.compare_raw_pixels = True
-  c.eval.probe_max_iters = 200       # 768-d raw pixels fit slowly otherwise
-  c.linear_eval.weight_decay = 0.0   # the paper's CIFAR setting
+  c.eval.probe_max_iters = 200  # 768-d raw pixels fit slowly otherwise
+  c.linear_eval.weight_decay = 0.0  # the paper's CIFAR setting
   return c

@@ -30,6 +30,6 @@ def get_config():
   c.model.half_precision = True
   c.data.num_shards = 32
   c.checkpoint_every_steps = 500
-  c.eval.batch_size = 4096           # 512 per GPU (inference, one view)
+  c.eval.batch_size = 4096  # 512 per GPU (inference, one view)
   c.eval.max_train_examples = 100_000
   return c

@@ -7,4 +7,5 @@ import pathlib
 import runpy
 
 get_config = runpy.run_path(
-    str(pathlib.Path(__file__).with_name("tpu_v3_32.py")))["get_config"]
+  str(pathlib.Path(__file__).with_name("tpu_v3_32.py"))
+)["get_config"]

@@ -31,6 +31,6 @@ def get_config():
   c.model.half_precision = True
   c.data.num_shards = 32
   c.checkpoint_every_steps = 1000
-  c.eval.batch_size = 4096           # 128 per core
+  c.eval.batch_size = 4096  # 128 per core
   c.eval.max_train_examples = 100_000
   return c

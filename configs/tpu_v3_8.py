@@ -28,5 +28,5 @@ def get_config():
   c.batch_size = 1024
   c.optim.base_learning_rate = 0.075
   c.optim.lr_scaling = "sqrt"
-  c.eval.batch_size = 1024           # 128 per core
+  c.eval.batch_size = 1024  # 128 per core
   return c

@@ -35,16 +35,22 @@ def check_workdir(workdir: str) -> None:
   while not os.path.exists(path):
     path = os.path.dirname(path)
   if not os.path.isdir(path):
-    raise UserError(f"--workdir {workdir}: {path} is a file, not a "
-                    "directory; choose another --workdir.")
+    raise UserError(
+      f"--workdir {workdir}: {path} is a file, not a "
+      "directory; choose another --workdir."
+    )
   if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
-    raise UserError(f"--workdir {workdir}: {path} is not readable and "
-                    "writable by this user; choose another --workdir or fix "
-                    "its permissions.")
+    raise UserError(
+      f"--workdir {workdir}: {path} is not readable and "
+      "writable by this user; choose another --workdir or fix "
+      "its permissions."
+    )
   ckpts = os.path.join(workdir, "checkpoints")
   if os.path.exists(ckpts) and not os.access(ckpts, os.R_OK | os.X_OK):
-    raise UserError(f"--workdir {workdir}: cannot read {ckpts}; fix its "
-                    "permissions or choose another --workdir.")
+    raise UserError(
+      f"--workdir {workdir}: cannot read {ckpts}; fix its "
+      "permissions or choose another --workdir."
+    )
 
 
 def check_compatible(workdir: str, signature: dict) -> None:
@@ -56,14 +62,20 @@ def check_compatible(workdir: str, signature: dict) -> None:
     with open(path) as f:
       stored = json.load(f).get("model_signature", {})
   except (OSError, ValueError) as e:
-    raise UserError(f"{path} is unreadable ({e}); restore it or use a new "
-                    "--workdir.") from None
-  diffs = [f"{k}: checkpoint {stored.get(k)!r} vs config {v!r}"
-           for k, v in signature.items() if stored.get(k) != v]
+    raise UserError(
+      f"{path} is unreadable ({e}); restore it or use a new --workdir."
+    ) from None
+  diffs = [
+    f"{k}: checkpoint {stored.get(k)!r} vs config {v!r}"
+    for k, v in signature.items()
+    if stored.get(k) != v
+  ]
   if diffs:
-    raise UserError(f"--workdir {workdir} holds a run with a different model "
-                    f"({'; '.join(diffs)}); use a new --workdir or the "
-                    "original config.")
+    raise UserError(
+      f"--workdir {workdir} holds a run with a different model "
+      f"({'; '.join(diffs)}); use a new --workdir or the "
+      "original config."
+    )
 
 
 def write_run_config(workdir: str, config_json: str, signature: dict) -> None:
@@ -86,8 +98,9 @@ class Checkpointer:
     self.directory = resolve_path(os.path.join(workdir, "checkpoints"))
     self.every_steps = every_steps
     self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+      self.directory,
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+    )
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -97,20 +110,24 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     try:
       return self._manager.restore(
-          step, args=ocp.args.StandardRestore(abstract_state))
+        step, args=ocp.args.StandardRestore(abstract_state)
+      )
     except (ValueError, KeyError, TypeError) as e:
       first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
-      raise UserError(f"the checkpoint at {self.directory}/{step} does not "
-                      f"fit this config ({first[:300]}); use a new --workdir "
-                      "or the config it was trained with.") from None
+      raise UserError(
+        f"the checkpoint at {self.directory}/{step} does not "
+        f"fit this config ({first[:300]}); use a new --workdir "
+        "or the config it was trained with."
+      ) from None
 
   def maybe_save(self, step: int, state: Any, force: bool = False) -> bool:
     if not force and step % self.every_steps:
       return False
     if self._manager.latest_step() == step:
       return False
-    return self._manager.save(step, args=ocp.args.StandardSave(state),
-                              force=True)
+    return self._manager.save(
+      step, args=ocp.args.StandardSave(state), force=True
+    )
 
   def close(self) -> None:
     self._manager.wait_until_finished()

@@ -32,8 +32,9 @@ def _randint_below(key: jax.Array, n: jnp.ndarray) -> jnp.ndarray:
   return jnp.clip(jnp.floor(u * n), 0.0, jnp.maximum(n - 1.0, 0.0))
 
 
-def _reference_box(key: jax.Array, height: int, width: int,
-                   config: AugmentConfig) -> jnp.ndarray:
+def _reference_box(
+  key: jax.Array, height: int, width: int, config: AugmentConfig
+) -> jnp.ndarray:
   """TF `sample_distorted_bounding_box` as SimCLR uses it, all attempts at once.
 
   Aspect ratio is uniform; for each attempt the integer height is uniform
@@ -46,8 +47,9 @@ def _reference_box(key: jax.Array, height: int, width: int,
   img_h, img_w = float(height), float(width)
   min_area = jnp.float32(config.crop_area[0] * img_h * img_w)
   max_area = jnp.float32(config.crop_area[1] * img_h * img_w)
-  aspect = jax.random.uniform(k_aspect, (n,), minval=config.crop_aspect[0],
-                              maxval=config.crop_aspect[1])
+  aspect = jax.random.uniform(
+    k_aspect, (n,), minval=config.crop_aspect[0], maxval=config.crop_aspect[1]
+  )
   h_lo = jnp.rint(jnp.sqrt(min_area / aspect))
   h_hi = jnp.rint(jnp.sqrt(max_area / aspect))
   # Largest height whose rounded width still fits (TF's float repair).
@@ -65,9 +67,15 @@ def _reference_box(key: jax.Array, height: int, width: int,
   h = jnp.where(too_big, h - 1, h)
   w = jnp.rint(h * aspect)
   area = w * h
-  valid = ((area >= min_area) & (area <= max_area) & (w <= img_w)
-           & (h <= img_h) & (w > 0) & (h > 0)
-           & (area / (img_h * img_w) >= MIN_OBJECT_COVERED))
+  valid = (
+    (area >= min_area)
+    & (area <= max_area)
+    & (w <= img_w)
+    & (h <= img_h)
+    & (w > 0)
+    & (h > 0)
+    & (area / (img_h * img_w) >= MIN_OBJECT_COVERED)
+  )
   first = jnp.argmax(valid)
   found = valid[first]
   h = jnp.where(found, h[first], img_h)
@@ -78,8 +86,9 @@ def _reference_box(key: jax.Array, height: int, width: int,
   return jnp.stack([y, x, h, w])
 
 
-def _torchvision_box(key: jax.Array, height: int, width: int,
-                     config: AugmentConfig) -> jnp.ndarray:
+def _torchvision_box(
+  key: jax.Array, height: int, width: int, config: AugmentConfig
+) -> jnp.ndarray:
   """torchvision `RandomResizedCrop.get_params`, all attempts at once.
 
   Area uniform, aspect log-uniform, 10 attempts; on failure a centre crop
@@ -89,10 +98,16 @@ def _torchvision_box(key: jax.Array, height: int, width: int,
   n = TORCHVISION_ATTEMPTS
   img_h, img_w = float(height), float(width)
   lo, hi = config.crop_aspect
-  target = img_h * img_w * jax.random.uniform(
-      k_area, (n,), minval=config.crop_area[0], maxval=config.crop_area[1])
-  aspect = jnp.exp(jax.random.uniform(k_aspect, (n,), minval=math.log(lo),
-                                      maxval=math.log(hi)))
+  target = (
+    img_h
+    * img_w
+    * jax.random.uniform(
+      k_area, (n,), minval=config.crop_area[0], maxval=config.crop_area[1]
+    )
+  )
+  aspect = jnp.exp(
+    jax.random.uniform(k_aspect, (n,), minval=math.log(lo), maxval=math.log(hi))
+  )
   w = jnp.round(jnp.sqrt(target * aspect))
   h = jnp.round(jnp.sqrt(target / aspect))
   valid = (w > 0) & (w <= img_w) & (h > 0) & (h <= img_h)
@@ -109,16 +124,19 @@ def _torchvision_box(key: jax.Array, height: int, width: int,
     fb_w, fb_h = round(height * hi), height
   else:
     fb_w, fb_h = width, height
-  fallback = jnp.array([(height - fb_h) // 2, (width - fb_w) // 2, fb_h, fb_w],
-                       jnp.float32)
+  fallback = jnp.array(
+    [(height - fb_h) // 2, (width - fb_w) // 2, fb_h, fb_w], jnp.float32
+  )
   return jnp.where(found, jnp.stack([y, x, h, w]), fallback)
 
 
-def sample_crop_box(key: jax.Array, height: int, width: int, *,
-                    config: AugmentConfig) -> jnp.ndarray:
+def sample_crop_box(
+  key: jax.Array, height: int, width: int, *, config: AugmentConfig
+) -> jnp.ndarray:
   """Random crop box (y, x, h, w) in pixels, float32 holding integers."""
-  sampler = (_reference_box if config.crop_sampler == "reference"
-             else _torchvision_box)
+  sampler = (
+    _reference_box if config.crop_sampler == "reference" else _torchvision_box
+  )
   return sampler(key, height, width, config)
 
 
@@ -133,18 +151,26 @@ def resize_box(image: jnp.ndarray, box: jnp.ndarray, size: int) -> jnp.ndarray:
   scale = jnp.stack([size / h, size / w])
   translation = -jnp.stack([y, x]) * scale
   return jax.image.scale_and_translate(
-      image, (size, size, image.shape[-1]), (0, 1), scale, translation,
-      method="cubic", antialias=False)
+    image,
+    (size, size, image.shape[-1]),
+    (0, 1),
+    scale,
+    translation,
+    method="cubic",
+    antialias=False,
+  )
 
 
-def center_crop_box(height: int, width: int,
-                    crop_fraction: float) -> tuple[int, int, int]:
+def center_crop_box(
+  height: int, width: int, crop_fraction: float
+) -> tuple[int, int, int]:
   """(top, left, side) of the reference's eval crop for a square output.
 
   As SimCLR's `center_crop`: side = rint(fraction * shorter side) in float32
   (ties to even), offsets `(image - side + 1) // 2`.
   """
-  side = int(np.rint(np.float32(crop_fraction) * np.float32(min(height,
-                                                                width))))
+  side = int(
+    np.rint(np.float32(crop_fraction) * np.float32(min(height, width)))
+  )
   side = max(side, 1)
   return (height - side + 1) // 2, (width - side + 1) // 2, side

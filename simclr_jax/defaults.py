@@ -18,33 +18,36 @@ def base_config() -> ml_collections.ConfigDict:
   # encoder of the pretraining run in `init_checkpoint`: "linear" (linear
   # evaluation), "finetune" (semi-supervised fine-tuning) or "knn".
   c.mode = "pretrain"
-  c.init_checkpoint = ""        # pretraining run directory (downstream modes)
+  c.init_checkpoint = ""  # pretraining run directory (downstream modes)
 
   # Data: where images come from, the square the host brings them to, and
   # the model input size.
-  c.data = ml_collections.ConfigDict(dict(
-      source="tfds",            # "builtin" | "tfds" | "folder"
-      name="imagenet2012",      # tfds dataset name
-      data_dir="",              # tfds data_dir, or the image-folder root
+  c.data = ml_collections.ConfigDict(
+    dict(
+      source="tfds",  # "builtin" | "tfds" | "folder"
+      name="imagenet2012",  # tfds dataset name
+      data_dir="",  # tfds data_dir, or the image-folder root
       train_split="train",
       eval_split="validation",  # "" disables held-out evaluation
-      image_size=224,           # model input size: the side of every view
-      host_size=0,              # side of the square the host brings images
-                                # to (shorter side resized, centre crop); the
-                                # random and eval crops read from it and
-                                # resize to image_size. 0: image_size
+      image_size=224,  # model input size: the side of every view
+      host_size=0,  # side of the square the host brings images
+      # to (shorter side resized, centre crop); the
+      # random and eval crops read from it and
+      # resize to image_size. 0: image_size
       builtin_train_examples=10000,
       builtin_eval_examples=2000,
       builtin_seed=0,
       shuffle_buffer=10000,
-      cache=False,              # keep decoded images in host memory
-      num_shards=0,             # data order = S reader shards (0: one per
-                                # device); fixed S keeps the order across
-                                # process and device counts
-  ))
+      cache=False,  # keep decoded images in host memory
+      num_shards=0,  # data order = S reader shards (0: one per
+      # device); fixed S keeps the order across
+      # process and device counts
+    )
+  )
 
   # On-device augmentation (docs/fidelity.md section 5); fields of augment.AugmentConfig.
-  c.augment = ml_collections.ConfigDict(dict(
+  c.augment = ml_collections.ConfigDict(
+    dict(
       crop=True,
       crop_area=(0.08, 1.0),
       crop_aspect=(3 / 4, 4 / 3),
@@ -55,40 +58,46 @@ def base_config() -> ml_collections.ConfigDict:
       brightness="multiplicative",  # "multiplicative" (v2) | "additive" (v1)
       grayscale_prob=0.2,
       blur_prob=0.5,
-      blur_sigma="per_image",   # "per_image" (ours) | "per_batch" (one sigma
-                                # per view and step, like the reference)
+      blur_sigma="per_image",  # "per_image" (ours) | "per_batch" (one sigma
+      # per view and step, like the reference)
       solarize_prob=0.0,
-      asymmetric="",            # "" = same distribution for both views
-                                # (reference); "byol" = blur 1.0/0.1,
-                                # solarize 0.0/0.2 for views 1/2
-  ))
+      asymmetric="",  # "" = same distribution for both views
+      # (reference); "byol" = blur 1.0/0.1,
+      # solarize 0.0/0.2 for views 1/2
+    )
+  )
 
-  c.model = ml_collections.ConfigDict(dict(
+  c.model = ml_collections.ConfigDict(
+    dict(
       depth=50,
       width_multiplier=1.0,
       sk_ratio=0.0,
       se_ratio=0.0,
       cifar_stem=False,
-      proj_head_layers=3,       # v1: 2, v2: 3
+      proj_head_layers=3,  # v1: 2, v2: 3
       proj_out_dim=128,
       bn_momentum=0.9,
       bn_epsilon=1e-5,
-      half_precision=False,     # bfloat16 compute, float32 params/state/loss
-      global_bn=True,           # BN statistics over the global batch (False:
-                                # per device, the reference's other option)
-  ))
+      half_precision=False,  # bfloat16 compute, float32 params/state/loss
+      global_bn=True,  # BN statistics over the global batch (False:
+      # per device, the reference's other option)
+    )
+  )
 
-  c.loss = ml_collections.ConfigDict(dict(
+  c.loss = ml_collections.ConfigDict(
+    dict(
       temperature=0.1,
       hidden_norm=True,
-      chunk_size=0,             # > 0: NT-Xent over candidate blocks of this
-                                # many columns (bounded memory, see
-                                # docs/scaling.md); must divide batch_size
-  ))
+      chunk_size=0,  # > 0: NT-Xent over candidate blocks of this
+      # many columns (bounded memory, see
+      # docs/scaling.md); must divide batch_size
+    )
+  )
 
-  c.optim = ml_collections.ConfigDict(dict(
+  c.optim = ml_collections.ConfigDict(
+    dict(
       base_learning_rate=0.1,
-      lr_scaling="sqrt",        # "linear": base*B/256 | "sqrt": base*sqrt(B)
+      lr_scaling="sqrt",  # "linear": base*B/256 | "sqrt": base*sqrt(B)
       warmup_epochs=10.0,
       weight_decay=1e-4,
       momentum=0.9,
@@ -96,19 +105,22 @@ def base_config() -> ml_collections.ConfigDict:
       # The reference also decays the online head's kernel (an L2 loss
       # term); the usual exclusion rule does not. Encoder unaffected.
       decay_supervised_head=False,
-  ))
+    )
+  )
 
   # Multi-process runs (see simclr_jax/distributed.py); empty = automatic.
-  c.distributed = ml_collections.ConfigDict(dict(
-      coordinator_address="",   # "host:port" of process 0
+  c.distributed = ml_collections.ConfigDict(
+    dict(
+      coordinator_address="",  # "host:port" of process 0
       num_processes=0,
       process_id=-1,
       timeout_s=300,
-  ))
+    )
+  )
 
-  c.batch_size = 4096           # global batch, split over all devices
+  c.batch_size = 4096  # global batch, split over all devices
   c.epochs = 100
-  c.train_steps = 0             # > 0 overrides epochs
+  c.train_steps = 0  # > 0 overrides epochs
 
   c.log_every_steps = 100
   c.checkpoint_every_steps = 1000
@@ -117,50 +129,55 @@ def base_config() -> ml_collections.ConfigDict:
   # Evaluation of the frozen encoder: at the end of pretraining (trained vs
   # random encoder, optionally raw pixels), mode="knn", and a periodic kNN
   # monitor during pretraining.
-  c.eval = ml_collections.ConfigDict(dict(
+  c.eval = ml_collections.ConfigDict(
+    dict(
       enabled=True,
       batch_size=1024,
-      knn_ks=(200, 20),          # every k from one search; cosine similarity
-      knn_temperature=0.1,       # votes weighted by exp(sim / temperature)
-      linear_probe=True,         # end of pretraining: logistic-regression
-                                 # probe (L2 chosen on a validation split)
-      probe_max_iters=1000,      # L-BFGS iterations per fit of that probe
+      knn_ks=(200, 20),  # every k from one search; cosine similarity
+      knn_temperature=0.1,  # votes weighted by exp(sim / temperature)
+      linear_probe=True,  # end of pretraining: logistic-regression
+      # probe (L2 chosen on a validation split)
+      probe_max_iters=1000,  # L-BFGS iterations per fit of that probe
       compare_random_init=True,  # also evaluate a random encoder
       compare_raw_pixels=False,  # also evaluate raw pixels as features
-      max_train_examples=0,      # > 0: cap the bank / probe train set
+      max_train_examples=0,  # > 0: cap the bank / probe train set
       monitor_every_epochs=0.0,  # > 0: kNN top-1 on the eval split every so
-                                 # many epochs of pretraining (monitor/...)
+      # many epochs of pretraining (monitor/...)
       monitor_train_examples=10000,  # bank size of that monitor
-  ))
+    )
+  )
 
   # mode="linear": linear classifier on the frozen encoder (BN in inference
   # mode). "sgd" is the paper's protocol (crop + flip, SGD Nesterov, lr 0.1 x
   # B/256, cosine decay, no warm-up); "logistic" extracts features once and
   # fits a multinomial logistic regression, choosing its L2 strength on a
   # validation split of `val_fraction` of the training data.
-  c.linear_eval = ml_collections.ConfigDict(dict(
-      method="sgd",             # "sgd" | "logistic"
+  c.linear_eval = ml_collections.ConfigDict(
+    dict(
+      method="sgd",  # "sgd" | "logistic"
       epochs=90,
       batch_size=4096,
       base_learning_rate=0.1,
       lr_scaling="linear",
       momentum=0.9,
-      weight_decay=1e-6,        # 0 for CIFAR in the paper
-      decay_bias=True,          # "sgd": decay the head's bias too (the
-                                # reference's L2 term covers it)
-      zero_init_head=True,      # "sgd": head kernel and bias start at 0, as
-                                # in the reference's downstream commands
-      val_fraction=0.1,         # "logistic": held out to pick the L2 strength
-  ))
+      weight_decay=1e-6,  # 0 for CIFAR in the paper
+      decay_bias=True,  # "sgd": decay the head's bias too (the
+      # reference's L2 term covers it)
+      zero_init_head=True,  # "sgd": head kernel and bias start at 0, as
+      # in the reference's downstream commands
+      val_fraction=0.1,  # "logistic": held out to pick the L2 strength
+    )
+  )
 
   # mode="finetune": the whole network from the pretrained weights, on a
   # stratified `label_fraction` of the labels (ImageNet: the official 1% /
   # 10% subsets); docs/fidelity.md section 6.
-  c.finetune = ml_collections.ConfigDict(dict(
-      label_fraction=0.1,       # 1.0 = all labels
-      head_layers=1,            # projection-head layers kept below the
-                                # classifier: 1 for v2 (from head layer 1),
-                                # 0 for v1 (from the encoder output)
+  c.finetune = ml_collections.ConfigDict(
+    dict(
+      label_fraction=0.1,  # 1.0 = all labels
+      head_layers=1,  # projection-head layers kept below the
+      # classifier: 1 for v2 (from head layer 1),
+      # 0 for v1 (from the encoder output)
       epochs=60,
       batch_size=1024,
       base_learning_rate=0.005,
@@ -168,7 +185,8 @@ def base_config() -> ml_collections.ConfigDict:
       momentum=0.9,
       weight_decay=0.0,
       warmup_epochs=0.0,
-      zero_init_head=True,      # classifier kernel and bias start at 0, as
-                                # in the reference's fine-tuning commands
-  ))
+      zero_init_head=True,  # classifier kernel and bias start at 0, as
+      # in the reference's fine-tuning commands
+    )
+  )
   return c

@@ -34,8 +34,9 @@ def _env_int(name: str, default: int) -> int:
   try:
     return int(value) if value else default
   except ValueError:
-    raise UserError(f"environment variable {name}={value!r} must be an "
-                    "integer.") from None
+    raise UserError(
+      f"environment variable {name}={value!r} must be an integer."
+    ) from None
 
 
 def cluster_detected() -> bool:
@@ -63,31 +64,42 @@ def _wait_for_port(address: str, timeout_s: float) -> bool:
 def initialize(cfg: ml_collections.ConfigDict) -> None:
   """Starts the distributed runtime if this job has several processes."""
   address = cfg.coordinator_address or os.environ.get(
-      "SIMCLR_COORDINATOR_ADDRESS", "")
+    "SIMCLR_COORDINATOR_ADDRESS", ""
+  )
   num = cfg.num_processes or _env_int("SIMCLR_NUM_PROCESSES", 0)
-  pid = cfg.process_id if cfg.process_id >= 0 else _env_int(
-      "SIMCLR_PROCESS_ID", -1)
+  pid = (
+    cfg.process_id if cfg.process_id >= 0 else _env_int("SIMCLR_PROCESS_ID", -1)
+  )
   if not address:
     if cluster_detected():
       jax.distributed.initialize(initialization_timeout=cfg.timeout_s)
     return
   if ":" not in address:
-    raise UserError(f"distributed.coordinator_address={address!r} needs a "
-                    "port, e.g. 10.0.0.1:1234.")
+    raise UserError(
+      f"distributed.coordinator_address={address!r} needs a "
+      "port, e.g. 10.0.0.1:1234."
+    )
   if num < 1 or not 0 <= pid < num:
     raise UserError(
-        f"distributed: process_id={pid} with num_processes={num}; give every "
-        "process the same num_processes and a distinct process_id in "
-        f"[0, num_processes).")
+      f"distributed: process_id={pid} with num_processes={num}; give every "
+      "process the same num_processes and a distinct process_id in "
+      f"[0, num_processes)."
+    )
   # CPU collectives between processes need gloo; no effect on TPU/GPU.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   if pid != 0 and not _wait_for_port(address, cfg.timeout_s):
     raise UserError(
-        f"process {pid}: no coordinator answered at {address} within "
-        f"{cfg.timeout_s}s; start process 0 there (same command with "
-        "process_id=0) and check that the address is reachable.")
+      f"process {pid}: no coordinator answered at {address} within "
+      f"{cfg.timeout_s}s; start process 0 there (same command with "
+      "process_id=0) and check that the address is reachable."
+    )
   if pid == 0:
-    print(f"Coordinator at {address}: waiting up to {cfg.timeout_s}s for "
-          f"{num} processes to join.", file=sys.stderr, flush=True)
-  jax.distributed.initialize(address, num, pid,
-                             initialization_timeout=cfg.timeout_s)
+    print(
+      f"Coordinator at {address}: waiting up to {cfg.timeout_s}s for "
+      f"{num} processes to join.",
+      file=sys.stderr,
+      flush=True,
+    )
+  jax.distributed.initialize(
+    address, num, pid, initialization_timeout=cfg.timeout_s
+  )

@@ -55,10 +55,11 @@ from simclr_jax.reporting import format_duration  # noqa: E402
 @dataclasses.dataclass
 class Embeddings:
   """Features of the images that decoded, plus the names of those that not."""
-  filenames: list[str]               # relative to the image folder, sorted
-  representation: np.ndarray         # (N, F) float32
-  projection: np.ndarray | None      # (N, D) float32, if asked for
-  skipped: list[tuple[str, str]]     # (relative path, reason)
+
+  filenames: list[str]  # relative to the image folder, sorted
+  representation: np.ndarray  # (N, F) float32
+  projection: np.ndarray | None  # (N, D) float32, if asked for
+  skipped: list[tuple[str, str]]  # (relative path, reason)
 
 
 def find_images(root: str) -> list[str]:
@@ -75,17 +76,22 @@ def find_images(root: str) -> list[str]:
     rel = os.path.relpath(dirpath, root)
     for name in filenames:
       if not name.startswith(".") and name.lower().endswith(
-          sources.IMAGE_EXTENSIONS):
-        found.append(os.path.normpath(os.path.join(rel, name)).replace(
-            os.sep, "/"))
+        sources.IMAGE_EXTENSIONS
+      ):
+        found.append(
+          os.path.normpath(os.path.join(rel, name)).replace(os.sep, "/")
+        )
   if not found:
-    raise UserError(f"no images ({', '.join(sources.IMAGE_EXTENSIONS)}) "
-                    f"found under {root}; pass the folder that holds them.")
+    raise UserError(
+      f"no images ({', '.join(sources.IMAGE_EXTENSIONS)}) "
+      f"found under {root}; pass the folder that holds them."
+    )
   return sorted(found)
 
 
-def _local_batches(root: str, files: Sequence[str], *, global_batch: int,
-                   image_size: int) -> Iterator[dict[str, np.ndarray]]:
+def _local_batches(
+  root: str, files: Sequence[str], *, global_batch: int, image_size: int
+) -> Iterator[dict[str, np.ndarray]]:
   """This process's rows of every global batch: images and file indices.
 
   Process p decodes rows [p*L, (p+1)*L) of each global batch of B = P*L
@@ -96,15 +102,26 @@ def _local_batches(root: str, files: Sequence[str], *, global_batch: int,
   local = global_batch // jax.process_count()
   offset = jax.process_index() * local
   num_batches = -(-len(files) // global_batch)
-  mine = [i for b in range(num_batches)
-          for i in range(b * global_batch + offset,
-                         min(b * global_batch + offset + local, len(files)))]
+  mine = [
+    i
+    for b in range(num_batches)
+    for i in range(
+      b * global_batch + offset,
+      min(b * global_batch + offset + local, len(files)),
+    )
+  ]
   paths = [os.path.join(root, files[i]) for i in mine]
-  ds = tf.data.Dataset.from_tensor_slices((
+  ds = tf.data.Dataset.from_tensor_slices(
+    (
       tf.constant(mine, tf.int64, shape=[len(mine)]),
-      tf.constant(paths, tf.string, shape=[len(paths)])))
-  ds = ds.map(lambda i, path: (i, sources.decode_file(path, image_size)),
-              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      tf.constant(paths, tf.string, shape=[len(paths)]),
+    )
+  )
+  ds = ds.map(
+    lambda i, path: (i, sources.decode_file(path, image_size)),
+    num_parallel_calls=tf.data.AUTOTUNE,
+    deterministic=True,
+  )
   decoded = ds.ignore_errors().prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
   pending = next(decoded, None)
   for b in range(num_batches):
@@ -123,12 +140,16 @@ def _projection_fn(model, mesh: jax.sharding.Mesh) -> Callable:
   data = NamedSharding(mesh, P("data"))
 
   def project(variables, representation):
-    head = {k: v["projection_head"] for k, v in variables.items()
-            if "projection_head" in v}
+    head = {
+      k: v["projection_head"]
+      for k, v in variables.items()
+      if "projection_head" in v
+    }
     return model.projection_head.apply(head, representation, train=False)
 
-  return jax.jit(project, in_shardings=(NamedSharding(mesh, P()), data),
-                 out_shardings=data)
+  return jax.jit(
+    project, in_shardings=(NamedSharding(mesh, P()), data), out_shardings=data
+  )
 
 
 def _why_unreadable(path: str, image_size: int) -> str:
@@ -157,19 +178,31 @@ class _Progress:
     self.last = now
     elapsed = max(now - self.start, 1e-9)
     rate = (seen - skipped) / elapsed
-    tail = (f"took {format_duration(elapsed)}" if final else
-            f"ETA {format_duration((self.total - seen) * elapsed / seen)}")
-    line = (f"embedding: {seen}/{self.total} files ({skipped} skipped), "
-            f"{rate:.1f} img/s, {tail}")
+    tail = (
+      f"took {format_duration(elapsed)}"
+      if final
+      else f"ETA {format_duration((self.total - seen) * elapsed / seen)}"
+    )
+    line = (
+      f"embedding: {seen}/{self.total} files ({skipped} skipped), "
+      f"{rate:.1f} img/s, {tail}"
+    )
     end = "\n" if final or not self.tty else ""
-    print(("\r" if self.tty else "") + line, end=end, file=sys.stderr,
-          flush=True)
+    print(
+      ("\r" if self.tty else "") + line, end=end, file=sys.stderr, flush=True
+    )
 
 
-def embed_images(pretrained: pretrained_lib.Pretrained, image_dir: str, *,
-                 batch_size: int = 256, projection: bool = False,
-                 image_size: int | None = None, progress: bool = False,
-                 files: Sequence[str] | None = None) -> Embeddings:
+def embed_images(
+  pretrained: pretrained_lib.Pretrained,
+  image_dir: str,
+  *,
+  batch_size: int = 256,
+  projection: bool = False,
+  image_size: int | None = None,
+  progress: bool = False,
+  files: Sequence[str] | None = None,
+) -> Embeddings:
   """Encodes every image under `image_dir`; the result is on every process.
 
   `batch_size` is global and rounded up to a multiple of the device count
@@ -195,17 +228,19 @@ def embed_images(pretrained: pretrained_lib.Pretrained, image_dir: str, *,
   bar = _Progress(len(files), progress and jax.process_index() == 0)
   seen = 0
   batches = data_lib.prefetch_to_device(
-      _local_batches(image_dir, files, global_batch=batch,
-                     image_size=host_size),
-      data_sharding)
+    _local_batches(image_dir, files, global_batch=batch, image_size=host_size),
+    data_sharding,
+  )
   try:
     for global_batch in batches:
       rep = feature_fn(pretrained.variables, global_batch["image"])
       outputs = {"index": global_batch["index"], "rep": rep}
       if project is not None:
         outputs["proj"] = project(pretrained.variables, rep)
-      host = {k: np.asarray(multihost_utils.process_allgather(v, tiled=True))
-              for k, v in outputs.items()}
+      host = {
+        k: np.asarray(multihost_utils.process_allgather(v, tiled=True))
+        for k, v in outputs.items()
+      }
       index = host["index"]
       real = index >= 0
       if reps is None:
@@ -221,39 +256,50 @@ def embed_images(pretrained: pretrained_lib.Pretrained, image_dir: str, *,
   finally:
     batches.close()
   bar.update(len(files), len(files) - int(done.sum()), final=True)
-  skipped = [(files[i], _why_unreadable(os.path.join(image_dir, files[i]),
-                                        size))
-             for i in np.flatnonzero(~done)]
+  skipped = [
+    (files[i], _why_unreadable(os.path.join(image_dir, files[i]), size))
+    for i in np.flatnonzero(~done)
+  ]
   return Embeddings(
-      filenames=[f for f, ok in zip(files, done) if ok],
-      representation=reps[done],
-      projection=None if projs is None else projs[done], skipped=skipped)
+    filenames=[f for f, ok in zip(files, done) if ok],
+    representation=reps[done],
+    projection=None if projs is None else projs[done],
+    skipped=skipped,
+  )
 
 
 def check_output_path(path: str) -> None:
   """Fails early (before any compute) if `path` cannot be written."""
   full = os.path.abspath(path)
   if os.path.isdir(full):
-    raise UserError(f"--out {path} is a directory; pass a file name such as "
-                    f"{os.path.join(path, 'embeddings.npz')}.")
+    raise UserError(
+      f"--out {path} is a directory; pass a file name such as "
+      f"{os.path.join(path, 'embeddings.npz')}."
+    )
   parent = os.path.dirname(full)
   while not os.path.exists(parent):
     parent = os.path.dirname(parent)
   if not os.path.isdir(parent):
-    raise UserError(f"cannot write --out {path}: {parent} is a file, not a "
-                    "directory; choose another --out path.")
+    raise UserError(
+      f"cannot write --out {path}: {parent} is a file, not a "
+      "directory; choose another --out path."
+    )
   target = full if os.path.exists(full) else parent
   if not os.access(target, os.W_OK):
-    raise UserError(f"cannot write --out {path}: {target} is not writable; "
-                    "choose another --out path or fix its permissions.")
+    raise UserError(
+      f"cannot write --out {path}: {target} is not writable; "
+      "choose another --out path or fix its permissions."
+    )
 
 
 def write_npz(path: str, embeddings: Embeddings) -> None:
   """Writes the arrays atomically (process 0 only); creates parent folders."""
   if jax.process_index() != 0:
     return
-  arrays = {"representation": embeddings.representation,
-            "filenames": np.asarray(embeddings.filenames, dtype=str)}
+  arrays = {
+    "representation": embeddings.representation,
+    "filenames": np.asarray(embeddings.filenames, dtype=str),
+  }
   if embeddings.projection is not None:
     arrays["projection"] = embeddings.projection
   tmp = f"{path}.tmp{os.getpid()}"
@@ -265,8 +311,10 @@ def write_npz(path: str, embeddings: Embeddings) -> None:
   except OSError as e:
     if os.path.exists(tmp):
       os.remove(tmp)
-    raise UserError(f"cannot write --out {path} ({e.strerror or e}); choose "
-                    "another --out path.") from None
+    raise UserError(
+      f"cannot write --out {path} ({e.strerror or e}); choose "
+      "another --out path."
+    ) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -282,22 +330,51 @@ def _print_error(message: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-  p = _Parser(prog="python -m simclr_jax.embed",
-              description="Frozen-encoder features of a folder of images.")
-  p.add_argument("--checkpoint", required=True, metavar="RUN_DIR",
-                 help="--workdir of a pretraining run")
-  p.add_argument("--images", required=True, metavar="DIR",
-                 help="folder searched recursively for images")
-  p.add_argument("--out", required=True, metavar="FILE.npz",
-                 help="output: representation, [projection], filenames")
-  p.add_argument("--batch_size", type=int, default=256,
-                 help="global batch (rounded up to the device count)")
-  p.add_argument("--projection", action="store_true",
-                 help="also store the projection-head output")
-  p.add_argument("--image_size", type=int, default=0,
-                 help="resize to N px instead of the run's image size")
-  p.add_argument("--step", type=int, default=None,
-                 help="checkpoint step (default: the latest)")
+  p = _Parser(
+    prog="python -m simclr_jax.embed",
+    description="Frozen-encoder features of a folder of images.",
+  )
+  p.add_argument(
+    "--checkpoint",
+    required=True,
+    metavar="RUN_DIR",
+    help="--workdir of a pretraining run",
+  )
+  p.add_argument(
+    "--images",
+    required=True,
+    metavar="DIR",
+    help="folder searched recursively for images",
+  )
+  p.add_argument(
+    "--out",
+    required=True,
+    metavar="FILE.npz",
+    help="output: representation, [projection], filenames",
+  )
+  p.add_argument(
+    "--batch_size",
+    type=int,
+    default=256,
+    help="global batch (rounded up to the device count)",
+  )
+  p.add_argument(
+    "--projection",
+    action="store_true",
+    help="also store the projection-head output",
+  )
+  p.add_argument(
+    "--image_size",
+    type=int,
+    default=0,
+    help="resize to N px instead of the run's image size",
+  )
+  p.add_argument(
+    "--step",
+    type=int,
+    default=None,
+    help="checkpoint step (default: the latest)",
+  )
   return p
 
 
@@ -313,21 +390,30 @@ def run(args: argparse.Namespace) -> Embeddings:
   if args.batch_size < 1:
     raise UserError(f"--batch_size={args.batch_size} must be at least 1.")
   if args.image_size and args.image_size < 8:
-    raise UserError(f"--image_size={args.image_size} is too small; use at "
-                    "least 8 pixels (or leave it out for the run's size).")
+    raise UserError(
+      f"--image_size={args.image_size} is too small; use at "
+      "least 8 pixels (or leave it out for the run's size)."
+    )
   pretrained_lib.load_run_config(args.checkpoint)
   files = find_images(args.images)
   check_output_path(args.out)
   model = pretrained_lib.load_pretrained(args.checkpoint, step=args.step)
-  result = embed_images(model, args.images, batch_size=args.batch_size,
-                        projection=args.projection,
-                        image_size=args.image_size or None, progress=True,
-                        files=files)
+  result = embed_images(
+    model,
+    args.images,
+    batch_size=args.batch_size,
+    projection=args.projection,
+    image_size=args.image_size or None,
+    progress=True,
+    files=files,
+  )
   if not result.filenames:
-    raise UserError(f"none of the {len(files)} image files under "
-                    f"{args.images} could be decoded (e.g. "
-                    f"{result.skipped[0][0]}: {result.skipped[0][1]}); "
-                    "check that they are valid images.")
+    raise UserError(
+      f"none of the {len(files)} image files under "
+      f"{args.images} could be decoded (e.g. "
+      f"{result.skipped[0][0]}: {result.skipped[0][1]}); "
+      "check that they are valid images."
+    )
   write_npz(args.out, result)
   if jax.process_index() == 0:
     for name, reason in result.skipped:
@@ -336,9 +422,12 @@ def run(args: argparse.Namespace) -> Embeddings:
     shapes = f"representation {n}x{features}"
     if result.projection is not None:
       shapes += f", projection {n}x{result.projection.shape[1]}"
-    print(f"Embedded {n} images, skipped {len(result.skipped)} unreadable; "
-          f"wrote {args.out} ({shapes}) from step {model.step} of "
-          f"{args.checkpoint}.", flush=True)
+    print(
+      f"Embedded {n} images, skipped {len(result.skipped)} unreadable; "
+      f"wrote {args.out} ({shapes}) from step {model.step} of "
+      f"{args.checkpoint}.",
+      flush=True,
+    )
   return result
 
 

@@ -23,8 +23,10 @@ from simclr_jax import knn
 
 def backbone_variables(variables: dict) -> dict:
   """The encoder's own {'params', 'batch_stats'} out of SimCLRModel variables."""
-  return {"params": variables["params"]["backbone"],
-          "batch_stats": variables["batch_stats"]["backbone"]}
+  return {
+    "params": variables["params"]["backbone"],
+    "batch_stats": variables["batch_stats"]["backbone"],
+  }
 
 
 def make_feature_fn(model: Any, mesh: Mesh, image_size: int) -> Callable:
@@ -52,9 +54,13 @@ def make_pixel_fn(mesh: Mesh, image_size: int) -> Callable:
   return jax.jit(pixels, in_shardings=(None, data), out_shardings=data)
 
 
-def extract_features(feature_fn: Callable, variables: dict,
-                     batches: Iterable[dict], sharding: NamedSharding,
-                     max_examples: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def extract_features(
+  feature_fn: Callable,
+  variables: dict,
+  batches: Iterable[dict],
+  sharding: NamedSharding,
+  max_examples: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
   """Runs the encoder over `batches`; returns host (features, labels).
 
   With `max_examples > 0`, stops reading once that many real examples are
@@ -68,10 +74,14 @@ def extract_features(feature_fn: Callable, variables: dict,
     global_batch = data_lib.to_global(batch, sharding)
     f = feature_fn(variables, global_batch["image"])
     f = np.asarray(multihost_utils.process_allgather(f, tiled=True))
-    lab = np.asarray(multihost_utils.process_allgather(
-        global_batch["label"], tiled=True))
-    m = np.asarray(multihost_utils.process_allgather(
-        jax.make_array_from_process_local_data(sharding, mask), tiled=True))
+    lab = np.asarray(
+      multihost_utils.process_allgather(global_batch["label"], tiled=True)
+    )
+    m = np.asarray(
+      multihost_utils.process_allgather(
+        jax.make_array_from_process_local_data(sharding, mask), tiled=True
+      )
+    )
     feats.append(f[m])
     labels.append(lab[m])
     total += int(m.sum())
@@ -81,9 +91,14 @@ def extract_features(feature_fn: Callable, variables: dict,
   return (x[:max_examples], y[:max_examples]) if max_examples else (x, y)
 
 
-def recalibrate_batch_stats(model: Any, variables: dict,
-                            batches: Iterable[dict], mesh: Mesh,
-                            image_size: int, max_batches: int = 20) -> dict:
+def recalibrate_batch_stats(
+  model: Any,
+  variables: dict,
+  batches: Iterable[dict],
+  mesh: Mesh,
+  image_size: int,
+  max_batches: int = 20,
+) -> dict:
   """Re-estimates BN running statistics on data (for the random encoder).
 
   A freshly initialised network has running mean 0 / variance 1, which says
@@ -98,8 +113,9 @@ def recalibrate_batch_stats(model: Any, variables: dict,
   @jax.jit
   def batch_stats(variables, images):
     x = augment.preprocess_eval(images, image_size=image_size)
-    _, mutated = backbone.apply(backbone_variables(variables), x, train=True,
-                                mutable=["batch_stats"])
+    _, mutated = backbone.apply(
+      backbone_variables(variables), x, train=True, mutable=["batch_stats"]
+    )
     return mutated["batch_stats"]
 
   total, count = None, 0
@@ -114,18 +130,34 @@ def recalibrate_batch_stats(model: Any, variables: dict,
   if not count:
     return variables
   mean = jax.tree.map(lambda t: t / count, total)
-  return dict(variables,
-              batch_stats=dict(variables["batch_stats"], backbone=mean))
+  return dict(
+    variables, batch_stats=dict(variables["batch_stats"], backbone=mean)
+  )
 
 
-def knn_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
-                 test_y: np.ndarray, *, num_classes: int, k: int = 200,
-                 temperature: float = 0.1, chunk: int = 1024) -> float:
+def knn_accuracy(
+  train_x: np.ndarray,
+  train_y: np.ndarray,
+  test_x: np.ndarray,
+  test_y: np.ndarray,
+  *,
+  num_classes: int,
+  k: int = 200,
+  temperature: float = 0.1,
+  chunk: int = 1024,
+) -> float:
   """Top-1 of cosine kNN with votes weighted by exp(similarity / temperature).
 
   `chunk` is the query chunk; the bank is streamed in chunks too (knn.py).
   """
-  scores = knn.knn_classify(train_x, train_y, test_x, test_y,
-                            num_classes=num_classes, ks=(k,),
-                            temperature=temperature, query_chunk=chunk)
+  scores = knn.knn_classify(
+    train_x,
+    train_y,
+    test_x,
+    test_y,
+    num_classes=num_classes,
+    ks=(k,),
+    temperature=temperature,
+    query_chunk=chunk,
+  )
   return scores[f"knn_top1_k{k}"]

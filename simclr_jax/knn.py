@@ -45,8 +45,9 @@ def _default_mesh(mesh: Mesh | None) -> Mesh:
   return Mesh(np.array(jax.local_devices()[:1]), ("data",))
 
 
-def _put_rows(x: ArrayLike, rows: int, shape: tuple[int, ...],
-              sharding: NamedSharding) -> jax.Array:
+def _put_rows(
+  x: ArrayLike, rows: int, shape: tuple[int, ...], sharding: NamedSharding
+) -> jax.Array:
   """Zero-pads features `x` to `rows` rows, reshapes to `shape`, places
   them (float32) with `sharding`."""
   pad = [(0, rows - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
@@ -57,20 +58,32 @@ def _put_rows(x: ArrayLike, rows: int, shape: tuple[int, ...],
   return jax.make_array_from_callback(shape, sharding, lambda i: host[i])
 
 
-def _search(bank: ArrayLike, queries: ArrayLike, k: int, query_chunk: int,
-            bank_chunk: int, mesh: Mesh | None, precision: Any,
-            ) -> tuple[jax.Array, jax.Array, Mesh]:
+def _search(
+  bank: ArrayLike,
+  queries: ArrayLike,
+  k: int,
+  query_chunk: int,
+  bank_chunk: int,
+  mesh: Mesh | None,
+  precision: Any,
+) -> tuple[jax.Array, jax.Array, Mesh]:
   """Device top-k: sims and bank indices, each (n_query_chunks, chunk, k)."""
   n, q = int(bank.shape[0]), int(queries.shape[0])
   if n == 0 or q == 0:
-    raise UserError(f"kNN needs a non-empty bank and query set; got {n} bank "
-                    f"and {q} query examples. Check the evaluation splits.")
+    raise UserError(
+      f"kNN needs a non-empty bank and query set; got {n} bank "
+      f"and {q} query examples. Check the evaluation splits."
+    )
   if bank.ndim != 2 or queries.ndim != 2 or bank.shape[1] != queries.shape[1]:
-    raise ValueError(f"kNN expects (N, D) bank and (Q, D) queries, got "
-                     f"{bank.shape} and {queries.shape}")
+    raise ValueError(
+      f"kNN expects (N, D) bank and (Q, D) queries, got "
+      f"{bank.shape} and {queries.shape}"
+    )
   if query_chunk < 1 or bank_chunk < 1 or k < 1:
-    raise ValueError(f"query_chunk, bank_chunk and k must be >= 1, got "
-                     f"{query_chunk}, {bank_chunk}, {k}")
+    raise ValueError(
+      f"query_chunk, bank_chunk and k must be >= 1, got "
+      f"{query_chunk}, {bank_chunk}, {k}"
+    )
   mesh = _default_mesh(mesh)
   k = min(k, n)
   devices = mesh.size
@@ -83,8 +96,7 @@ def _search(bank: ArrayLike, queries: ArrayLike, k: int, query_chunk: int,
   split = NamedSharding(mesh, P(None, tuple(mesh.axis_names)))
   replicated = NamedSharding(mesh, P())
 
-  qs = _put_rows(queries, num_q * query_chunk, (num_q, query_chunk, dim),
-                 split)
+  qs = _put_rows(queries, num_q * query_chunk, (num_q, query_chunk, dim), split)
   qs = jax.jit(_normalize, out_shardings=split)(qs)
 
   def merge(top_s, top_i, qs, chunk, offset, valid):
@@ -104,27 +116,40 @@ def _search(bank: ArrayLike, queries: ArrayLike, k: int, query_chunk: int,
 
     return jax.lax.map(one, (top_s, top_i, qs))
 
-  merge = jax.jit(merge, donate_argnums=(0, 1),
-                  in_shardings=(split, split, split, replicated, replicated,
-                                replicated),
-                  out_shardings=(split, split))
+  merge = jax.jit(
+    merge,
+    donate_argnums=(0, 1),
+    in_shardings=(split, split, split, replicated, replicated, replicated),
+    out_shardings=(split, split),
+  )
   shape = (num_q, query_chunk, k)
   top_s, top_i = jax.jit(
-      lambda: (jnp.full(shape, -jnp.inf, jnp.float32),
-               jnp.full(shape, -1, jnp.int32)), out_shardings=(split, split))()
+    lambda: (
+      jnp.full(shape, -jnp.inf, jnp.float32),
+      jnp.full(shape, -1, jnp.int32),
+    ),
+    out_shardings=(split, split),
+  )()
   for start in range(0, n, bank_chunk):
-    chunk = bank[start:start + bank_chunk]
+    chunk = bank[start : start + bank_chunk]
     valid = int(chunk.shape[0])
     chunk = _put_rows(chunk, bank_chunk, (bank_chunk, dim), replicated)
-    top_s, top_i = merge(top_s, top_i, qs, chunk, np.int32(start),
-                         np.int32(valid))
+    top_s, top_i = merge(
+      top_s, top_i, qs, chunk, np.int32(start), np.int32(valid)
+    )
   return top_s, top_i, mesh
 
 
-def knn_search(bank: ArrayLike, queries: ArrayLike, *, k: int,
-               query_chunk: int = 1024, bank_chunk: int = 16384,
-               mesh: Mesh | None = None, precision: Any = None,
-               ) -> tuple[np.ndarray, np.ndarray]:
+def knn_search(
+  bank: ArrayLike,
+  queries: ArrayLike,
+  *,
+  k: int,
+  query_chunk: int = 1024,
+  bank_chunk: int = 16384,
+  mesh: Mesh | None = None,
+  precision: Any = None,
+) -> tuple[np.ndarray, np.ndarray]:
   """Exact cosine top-k: host (similarities, bank indices), each (Q, k').
 
   k' = min(k, N). Rows are sorted by decreasing similarity; equal
@@ -132,22 +157,32 @@ def knn_search(bank: ArrayLike, queries: ArrayLike, *, k: int,
   (None: JAX's default, which on TPU/GPU may use bf16/tf32 passes; "highest"
   for full float32).
   """
-  top_s, top_i, _ = _search(bank, queries, k, query_chunk, bank_chunk, mesh,
-                            precision)
+  top_s, top_i, _ = _search(
+    bank, queries, k, query_chunk, bank_chunk, mesh, precision
+  )
   q, kk = int(queries.shape[0]), top_s.shape[-1]
-  gather = jax.jit(lambda a: a, out_shardings=NamedSharding(top_s.sharding.mesh,
-                                                            P()))
+  gather = jax.jit(
+    lambda a: a, out_shardings=NamedSharding(top_s.sharding.mesh, P())
+  )
   sims = np.asarray(gather(top_s)).reshape(-1, kk)[:q]
   idx = np.asarray(gather(top_i)).reshape(-1, kk)[:q]
   return sims, idx
 
 
-def knn_predict(bank: ArrayLike, bank_labels: ArrayLike, queries: ArrayLike,
-                *, num_classes: int, ks: Sequence[int] = (200, 20),
-                temperature: float = 0.1, num_top: int = 5,
-                query_chunk: int = 1024, bank_chunk: int = 16384,
-                mesh: Mesh | None = None, precision: Any = None,
-                ) -> dict[int, np.ndarray]:
+def knn_predict(
+  bank: ArrayLike,
+  bank_labels: ArrayLike,
+  queries: ArrayLike,
+  *,
+  num_classes: int,
+  ks: Sequence[int] = (200, 20),
+  temperature: float = 0.1,
+  num_top: int = 5,
+  query_chunk: int = 1024,
+  bank_chunk: int = 16384,
+  mesh: Mesh | None = None,
+  precision: Any = None,
+) -> dict[int, np.ndarray]:
   """Class rankings per k: {k: (Q, min(num_top, C)) int32}, best class first.
 
   One search for max(ks) serves every k. Votes are exp((s - s_max) / T):
@@ -161,15 +196,17 @@ def knn_predict(bank: ArrayLike, bank_labels: ArrayLike, queries: ArrayLike,
     raise UserError(f"the kNN temperature must be > 0, got {temperature}.")
   if num_classes < 1:
     raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-  top_s, top_i, mesh = _search(bank, queries, max(ks), query_chunk,
-                               bank_chunk, mesh, precision)
+  top_s, top_i, mesh = _search(
+    bank, queries, max(ks), query_chunk, bank_chunk, mesh, precision
+  )
   replicated = NamedSharding(mesh, P())
   if isinstance(bank_labels, jax.Array):
     labels = jax.device_put(bank_labels, replicated)
   else:
     host = np.asarray(bank_labels, np.int32)
-    labels = jax.make_array_from_callback(host.shape, replicated,
-                                          lambda i: host[i])
+    labels = jax.make_array_from_callback(
+      host.shape, replicated, lambda i: host[i]
+    )
   kmax = top_s.shape[-1]
   ks = sorted({min(k, kmax) for k in ks})
   ranked = min(num_top, num_classes)
@@ -182,9 +219,11 @@ def knn_predict(bank: ArrayLike, bank_labels: ArrayLike, queries: ArrayLike,
       out = []
       for k in ks:
         votes = jax.vmap(lambda l, v: jnp.zeros(num_classes).at[l].add(v))(
-            lab[:, :k], w[:, :k])
+          lab[:, :k], w[:, :k]
+        )
         out.append(jax.lax.top_k(votes, ranked)[1].astype(jnp.int32))
       return out
+
     return jax.lax.map(one, (top_s, top_i))
 
   preds = jax.jit(vote, out_shardings=replicated)(top_s, top_i, labels)
@@ -192,12 +231,20 @@ def knn_predict(bank: ArrayLike, bank_labels: ArrayLike, queries: ArrayLike,
   return {k: np.asarray(p).reshape(-1, ranked)[:q] for k, p in zip(ks, preds)}
 
 
-def knn_classify(bank: ArrayLike, bank_labels: ArrayLike, queries: ArrayLike,
-                 query_labels: ArrayLike, *, num_classes: int,
-                 ks: Sequence[int] = (200, 20), temperature: float = 0.1,
-                 query_chunk: int = 1024, bank_chunk: int = 16384,
-                 mesh: Mesh | None = None, precision: Any = None,
-                 ) -> dict[str, float]:
+def knn_classify(
+  bank: ArrayLike,
+  bank_labels: ArrayLike,
+  queries: ArrayLike,
+  query_labels: ArrayLike,
+  *,
+  num_classes: int,
+  ks: Sequence[int] = (200, 20),
+  temperature: float = 0.1,
+  query_chunk: int = 1024,
+  bank_chunk: int = 16384,
+  mesh: Mesh | None = None,
+  precision: Any = None,
+) -> dict[str, float]:
   """kNN top-1 and top-5 accuracy of the queries, for every k in `ks`.
 
   Returns {"knn_top1_k200": ..., "knn_top5_k200": ..., "knn_top1_k20": ...}
@@ -207,10 +254,18 @@ def knn_classify(bank: ArrayLike, bank_labels: ArrayLike, queries: ArrayLike,
   later choice.
   """
   effective = {k: min(k, int(bank.shape[0])) for k in ks}
-  preds = knn_predict(bank, bank_labels, queries, num_classes=num_classes,
-                      ks=list(ks), temperature=temperature,
-                      query_chunk=query_chunk, bank_chunk=bank_chunk,
-                      mesh=mesh, precision=precision)
+  preds = knn_predict(
+    bank,
+    bank_labels,
+    queries,
+    num_classes=num_classes,
+    ks=list(ks),
+    temperature=temperature,
+    query_chunk=query_chunk,
+    bank_chunk=bank_chunk,
+    mesh=mesh,
+    precision=precision,
+  )
   y = np.asarray(query_labels).reshape(-1, 1)
   out = {}
   for k in ks:

@@ -40,23 +40,25 @@ from simclr_jax.errors import UserError
 from simclr_jax.models import SupervisedHead
 from simclr_jax.train_step import DATA_AXIS
 
-Forward = Callable[[Any, Any, Any, jnp.ndarray, bool],
-                   tuple[jnp.ndarray, Any]]
+Forward = Callable[[Any, Any, Any, jnp.ndarray, bool], tuple[jnp.ndarray, Any]]
 
 
 @flax.struct.dataclass
 class SupervisedState:
-  step: jnp.ndarray   # int32 scalar
-  params: Any         # what the optimiser updates
+  step: jnp.ndarray  # int32 scalar
+  params: Any  # what the optimiser updates
   opt_state: Any
-  batch_stats: Any    # state the forward pass updates ({} when frozen)
-  rng: jnp.ndarray    # base key; step keys fold in `step`
+  batch_stats: Any  # state the forward pass updates ({} when frozen)
+  rng: jnp.ndarray  # base key; step keys fold in `step`
 
 
 def make_supervised_train_step(
-    forward: Forward, tx: optax.GradientTransformation, mesh: Mesh,
-    augment_config: augment.AugmentConfig,
-    schedule: optax.Schedule | None = None) -> Callable:
+  forward: Forward,
+  tx: optax.GradientTransformation,
+  mesh: Mesh,
+  augment_config: augment.AugmentConfig,
+  schedule: optax.Schedule | None = None,
+) -> Callable:
   """Jitted (state, frozen, batch) -> (state, metrics); the state is donated.
 
   Cross-entropy on an augmented view of batch['image'] (uint8) against
@@ -69,31 +71,41 @@ def make_supervised_train_step(
     labels = batch["label"]
     key = jax.random.fold_in(state.rng, state.step)
     x = jax.lax.with_sharding_constraint(
-        classify.augmented_view(key, batch["image"], augment_config), data)
+      classify.augmented_view(key, batch["image"], augment_config), data
+    )
 
     def loss_fn(params):
       logits, batch_stats = forward(params, state.batch_stats, frozen, x, True)
       loss = optax.softmax_cross_entropy_with_integer_labels(
-          logits.astype(jnp.float32), labels).mean()
+        logits.astype(jnp.float32), labels
+      ).mean()
       return loss, (logits, batch_stats)
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
+      loss_fn, has_aux=True
+    )(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    metrics = {"loss": loss,
-               "top1": jnp.mean(jnp.argmax(logits, -1) == labels)}
+    metrics = {"loss": loss, "top1": jnp.mean(jnp.argmax(logits, -1) == labels)}
     if schedule is not None:
       metrics["learning_rate"] = schedule(state.step)
-    return state.replace(step=state.step + 1,
-                         params=optax.apply_updates(state.params, updates),
-                         opt_state=opt_state, batch_stats=batch_stats), metrics
+    return state.replace(
+      step=state.step + 1,
+      params=optax.apply_updates(state.params, updates),
+      opt_state=opt_state,
+      batch_stats=batch_stats,
+    ), metrics
 
-  return jax.jit(step, in_shardings=(replicated, replicated, data),
-                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+  return jax.jit(
+    step,
+    in_shardings=(replicated, replicated, data),
+    out_shardings=(replicated, replicated),
+    donate_argnums=(0,),
+  )
 
 
-def _global(batch: dict, keys: tuple[str, ...],
-            sharding: NamedSharding) -> dict:
+def _global(
+  batch: dict, keys: tuple[str, ...], sharding: NamedSharding
+) -> dict:
   batch = {k: batch[k] for k in keys}
   if isinstance(batch["image"], jax.Array):
     return batch
@@ -113,9 +125,13 @@ def linear_forward(model: Any, num_classes: int) -> Forward:
   return forward
 
 
-def head_optimizer(learning_rate: optax.ScalarOrSchedule, *,
-                   momentum: float = 0.9, weight_decay: float = 0.0,
-                   decay_bias: bool = True) -> optax.GradientTransformation:
+def head_optimizer(
+  learning_rate: optax.ScalarOrSchedule,
+  *,
+  momentum: float = 0.9,
+  weight_decay: float = 0.0,
+  decay_bias: bool = True,
+) -> optax.GradientTransformation:
   """SGD with Nesterov momentum for the linear head (`optim.sgd_nesterov`).
 
   `g += weight_decay * w` for the kernel, and with `decay_bias` for the bias
@@ -123,14 +139,18 @@ def head_optimizer(learning_rate: optax.ScalarOrSchedule, *,
   the head's variables.
   """
   if not decay_bias or not weight_decay:
-    return optim.sgd_nesterov(learning_rate, momentum=momentum,
-                              weight_decay=weight_decay)
-  return optax.chain(optax.add_decayed_weights(weight_decay),
-                     optim.sgd_nesterov(learning_rate, momentum=momentum))
+    return optim.sgd_nesterov(
+      learning_rate, momentum=momentum, weight_decay=weight_decay
+    )
+  return optax.chain(
+    optax.add_decayed_weights(weight_decay),
+    optim.sgd_nesterov(learning_rate, momentum=momentum),
+  )
 
 
-def init_head(key: jax.Array, num_classes: int, dim: int,
-              zero_init: bool = True) -> Any:
+def init_head(
+  key: jax.Array, num_classes: int, dim: int, zero_init: bool = True
+) -> Any:
   """`SupervisedHead` params for `dim`-wide features; all zeros (kernel and
   bias, the reference's `zero_init_logits_layer`) unless `zero_init` is
   False."""
@@ -140,16 +160,27 @@ def init_head(key: jax.Array, num_classes: int, dim: int,
   return params
 
 
-def train_linear(model: Any, variables: dict,
-                 train_batches: Iterator[dict], *, mesh: Mesh,
-                 num_classes: int, steps: int, batch_size: int,
-                 image_size: int, base_learning_rate: float = 0.1,
-                 lr_scaling: str = "linear", weight_decay: float = 0.0,
-                 momentum: float = 0.9, seed: int = 0,
-                 augment_preset: str = "crop_flip",
-                 zero_init_head: bool = True, decay_bias: bool = True,
-                 log_fn: Callable[[int, dict[str, float]], None] | None = None,
-                 log_every: int = 100) -> Any:
+def train_linear(
+  model: Any,
+  variables: dict,
+  train_batches: Iterator[dict],
+  *,
+  mesh: Mesh,
+  num_classes: int,
+  steps: int,
+  batch_size: int,
+  image_size: int,
+  base_learning_rate: float = 0.1,
+  lr_scaling: str = "linear",
+  weight_decay: float = 0.0,
+  momentum: float = 0.9,
+  seed: int = 0,
+  augment_preset: str = "crop_flip",
+  zero_init_head: bool = True,
+  decay_bias: bool = True,
+  log_fn: Callable[[int, dict[str, float]], None] | None = None,
+  log_every: int = 100,
+) -> Any:
   """Trains a linear head on the frozen encoder; returns the head params.
 
   `variables` are the SimCLRModel's {'params', 'batch_stats'} (never
@@ -161,41 +192,63 @@ def train_linear(model: Any, variables: dict,
   averaged over every `log_every` steps.
   """
   if num_classes < 1 or steps < 1:
-    raise UserError(f"linear evaluation needs labelled data and steps >= 1; "
-                    f"got num_classes={num_classes}, steps={steps}.")
+    raise UserError(
+      f"linear evaluation needs labelled data and steps >= 1; "
+      f"got num_classes={num_classes}, steps={steps}."
+    )
   data = NamedSharding(mesh, P(DATA_AXIS))
   replicated = NamedSharding(mesh, P())
   frozen = jax.device_put(evaluation.backbone_variables(variables), replicated)
   schedule = optim.learning_rate_schedule(
-      base_learning_rate=base_learning_rate, batch_size=batch_size,
-      num_examples=batch_size, epochs=steps, warmup_epochs=0.0,
-      scaling=lr_scaling, train_steps=steps)
+    base_learning_rate=base_learning_rate,
+    batch_size=batch_size,
+    num_examples=batch_size,
+    epochs=steps,
+    warmup_epochs=0.0,
+    scaling=lr_scaling,
+    train_steps=steps,
+  )
   forward = linear_forward(model, num_classes)
-  dim = jax.eval_shape(lambda v: model.backbone.apply(
-      v, jnp.zeros((1, image_size, image_size, 3)), train=False),
-                       frozen).shape[-1]
-  tx = head_optimizer(schedule, momentum=momentum, weight_decay=weight_decay,
-                      decay_bias=decay_bias)
+  dim = jax.eval_shape(
+    lambda v: model.backbone.apply(
+      v, jnp.zeros((1, image_size, image_size, 3)), train=False
+    ),
+    frozen,
+  ).shape[-1]
+  tx = head_optimizer(
+    schedule,
+    momentum=momentum,
+    weight_decay=weight_decay,
+    decay_bias=decay_bias,
+  )
 
   def init(key):
     params = init_head(key, num_classes, dim, zero_init=zero_init_head)
     return SupervisedState(
-        step=jnp.zeros((), jnp.int32), params=params,
-        opt_state=tx.init(params), batch_stats={},
-        rng=jax.random.fold_in(key, 1))
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      opt_state=tx.init(params),
+      batch_stats={},
+      rng=jax.random.fold_in(key, 1),
+    )
 
   state = jax.jit(init, out_shardings=replicated)(jax.random.PRNGKey(seed))
   train_step = make_supervised_train_step(
-      forward, tx, mesh, augment.make_augment_config(augment_preset,
-                                                     image_size), schedule)
+    forward,
+    tx,
+    mesh,
+    augment.make_augment_config(augment_preset, image_size),
+    schedule,
+  )
   history = []
   for step in range(1, steps + 1):
     batch = _global(next(train_batches), ("image", "label"), data)
     if batch["label"].shape[0] != batch_size:
       raise UserError(
-          f"linear evaluation got a global batch of {batch['label'].shape[0]}"
-          f" examples but batch_size={batch_size} (used for the learning "
-          "rate); make them agree.")
+        f"linear evaluation got a global batch of {batch['label'].shape[0]}"
+        f" examples but batch_size={batch_size} (used for the learning "
+        "rate); make them agree."
+      )
     state, metrics = train_step(state, frozen, batch)
     if log_fn is None:
       continue
@@ -207,9 +260,16 @@ def train_linear(model: Any, variables: dict,
   return state.params
 
 
-def evaluate_linear(model: Any, variables: dict, head_params: Any,
-                    eval_batches: Iterable[dict], *, mesh: Mesh,
-                    num_classes: int, image_size: int) -> dict[str, float]:
+def evaluate_linear(
+  model: Any,
+  variables: dict,
+  head_params: Any,
+  eval_batches: Iterable[dict],
+  *,
+  mesh: Mesh,
+  num_classes: int,
+  image_size: int,
+) -> dict[str, float]:
   """Top-1 / top-5 of the linear head over the real examples of
   `eval_batches` (from data.eval_batches: 'image', 'label', 'mask')."""
   replicated = NamedSharding(mesh, P())
@@ -221,4 +281,5 @@ def evaluate_linear(model: Any, variables: dict, head_params: Any,
     return forward(v["head"], {}, v["encoder"], x, False)[0]
 
   return classify.topk_accuracy(
-      logits_fn, {"head": head_params, "encoder": frozen}, eval_batches, mesh)
+    logits_fn, {"head": head_params, "encoder": frozen}, eval_batches, mesh
+  )

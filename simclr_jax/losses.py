@@ -35,10 +35,10 @@ def _l2_normalize(x: jnp.ndarray) -> jnp.ndarray:
 
 
 def _anchors_and_candidates(
-    hidden: jnp.ndarray,
-    *,
-    hidden_norm: bool,
-    axis_name: Any,
+  hidden: jnp.ndarray,
+  *,
+  hidden_norm: bool,
+  axis_name: Any,
 ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
   """Local anchors `h1, h2`, gathered candidates `h1_all, h2_all`, labels.
 
@@ -49,8 +49,8 @@ def _anchors_and_candidates(
   """
   if hidden.ndim != 2 or hidden.shape[0] % 2:
     raise ValueError(
-        "nt_xent expects hidden of shape (2n, d) laid out [view1; view2], got "
-        f"shape {hidden.shape}."
+      "nt_xent expects hidden of shape (2n, d) laid out [view1; view2], got "
+      f"shape {hidden.shape}."
     )
   hidden = hidden.astype(jnp.float32)
   if hidden_norm:
@@ -71,11 +71,11 @@ def _anchors_and_candidates(
 
 
 def _nt_xent_local(
-    hidden: jnp.ndarray,
-    *,
-    temperature: float,
-    hidden_norm: bool = True,
-    axis_name: Any = None,
+  hidden: jnp.ndarray,
+  *,
+  temperature: float,
+  hidden_norm: bool = True,
+  axis_name: Any = None,
 ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
   """This device's share of the loss, before any cross-device averaging.
 
@@ -85,7 +85,8 @@ def _nt_xent_local(
   Computed in float32 (see `_anchors_and_candidates`).
   """
   h1, h2, h1_all, h2_all, labels = _anchors_and_candidates(
-      hidden, hidden_norm=hidden_norm, axis_name=axis_name)
+    hidden, hidden_norm=hidden_norm, axis_name=axis_name
+  )
   n_global = h1_all.shape[0]
   masks = jax.nn.one_hot(labels, n_global, dtype=jnp.float32)
 
@@ -98,7 +99,9 @@ def _nt_xent_local(
     # Softmax cross-entropy over [positive_block | negative_block] with the
     # positive at column `labels` of the first block.
     logits = jnp.concatenate([positive_block, negative_block], axis=1)
-    positive = jnp.take_along_axis(positive_block, labels[:, None], axis=1)[:, 0]
+    positive = jnp.take_along_axis(positive_block, labels[:, None], axis=1)[
+      :, 0
+    ]
     return jax.nn.logsumexp(logits, axis=1) - positive
 
   loss_a = cross_entropy(logits_ab, logits_aa)
@@ -117,12 +120,12 @@ def _contrast_metrics(logits_ab: jnp.ndarray, labels: jnp.ndarray) -> Metrics:
 
 
 def nt_xent(
-    hidden: jnp.ndarray,
-    *,
-    temperature: float,
-    hidden_norm: bool = True,
-    axis_name: str | None = None,
-    chunk_size: int = 0,
+  hidden: jnp.ndarray,
+  *,
+  temperature: float,
+  hidden_norm: bool = True,
+  axis_name: str | None = None,
+  chunk_size: int = 0,
 ) -> tuple[jnp.ndarray, Metrics]:
   """SimCLR's NT-Xent loss (reference convention: not halved).
 
@@ -147,16 +150,24 @@ def nt_xent(
   """
   if chunk_size:
     h1, h2, h1_all, h2_all, labels = _anchors_and_candidates(
-        hidden, hidden_norm=hidden_norm, axis_name=axis_name)
+      hidden, hidden_norm=hidden_norm, axis_name=axis_name
+    )
     loss, metrics = losses_chunked.chunked_nt_xent(
-        h1, h2, h1_all, h2_all, labels, temperature=temperature,
-        chunk_size=chunk_size, mask_value=LARGE_NUM)
+      h1,
+      h2,
+      h1_all,
+      h2_all,
+      labels,
+      temperature=temperature,
+      chunk_size=chunk_size,
+      mask_value=LARGE_NUM,
+    )
   else:
     loss, logits_ab, labels = _nt_xent_local(
-        hidden,
-        temperature=temperature,
-        hidden_norm=hidden_norm,
-        axis_name=axis_name,
+      hidden,
+      temperature=temperature,
+      hidden_norm=hidden_norm,
+      axis_name=axis_name,
     )
     metrics = _contrast_metrics(logits_ab, labels)
   if axis_name is not None:
@@ -166,14 +177,14 @@ def nt_xent(
 
 
 def sharded_nt_xent(
-    z1: jnp.ndarray,
-    z2: jnp.ndarray,
-    *,
-    mesh: jax.sharding.Mesh,
-    temperature: float,
-    hidden_norm: bool = True,
-    axis: str = "data",
-    chunk_size: int = 0,
+  z1: jnp.ndarray,
+  z2: jnp.ndarray,
+  *,
+  mesh: jax.sharding.Mesh,
+  temperature: float,
+  hidden_norm: bool = True,
+  axis: str = "data",
+  chunk_size: int = 0,
 ) -> tuple[jnp.ndarray, Metrics]:
   """NT-Xent on global projections sharded along the batch over `axis`.
 
@@ -185,19 +196,19 @@ def sharded_nt_xent(
   """
   if z1.shape != z2.shape or z1.ndim != 2:
     raise ValueError(
-        "sharded_nt_xent expects z1 and z2 of the same (N, d) shape, got "
-        f"{z1.shape} and {z2.shape}."
+      "sharded_nt_xent expects z1 and z2 of the same (N, d) shape, got "
+      f"{z1.shape} and {z2.shape}."
     )
   num_shards = mesh.shape[axis]
   if z1.shape[0] % num_shards:
     raise ValueError(
-        f"The batch of {z1.shape[0]} pairs does not split evenly over the "
-        f"{num_shards} devices of mesh axis {axis!r}."
+      f"The batch of {z1.shape[0]} pairs does not split evenly over the "
+      f"{num_shards} devices of mesh axis {axis!r}."
     )
   if chunk_size < 0 or (chunk_size and z1.shape[0] % chunk_size):
     raise ValueError(
-        f"loss chunk_size={chunk_size} must be 0 (unchunked) or a positive "
-        f"divisor of the global batch of {z1.shape[0]} pairs."
+      f"loss chunk_size={chunk_size} must be 0 (unchunked) or a positive "
+      f"divisor of the global batch of {z1.shape[0]} pairs."
     )
 
   if axis in mesh.explicit_axes:
@@ -209,11 +220,11 @@ def sharded_nt_xent(
   def per_device(local_z1, local_z2):
     hidden = jnp.concatenate([local_z1, local_z2], axis=0)
     return nt_xent(
-        hidden,
-        temperature=temperature,
-        hidden_norm=hidden_norm,
-        axis_name=axis,
-        chunk_size=chunk_size,
+      hidden,
+      temperature=temperature,
+      hidden_norm=hidden_norm,
+      axis_name=axis,
+      chunk_size=chunk_size,
     )
 
   # check_vma stays on (the default) so JAX verifies that the loss really is
@@ -221,8 +232,8 @@ def sharded_nt_xent(
   # varying and all_gather's transpose is a reduce-scatter, which gives the
   # global-batch gradient with no device-count factor (see tests).
   return jax.shard_map(
-      per_device,
-      mesh=mesh,
-      in_specs=(P(axis), P(axis)),
-      out_specs=P(),
+    per_device,
+    mesh=mesh,
+    in_specs=(P(axis), P(axis)),
+    out_specs=P(),
   )(z1, z2)

@@ -35,6 +35,7 @@ class _RowStats(NamedTuple):
   maxima carry no gradient (the log-sum-exp does not depend on them), the
   sums and positives do. `*_ab` and `arg_ab` feed the metrics only.
   """
+
   m_a: jnp.ndarray  # rows [ab | aa]
   s_a: jnp.ndarray
   pos_a: jnp.ndarray  # ab at the positive column (0 until that block)
@@ -49,13 +50,15 @@ class _RowStats(NamedTuple):
 def _lse_parts(*blocks: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Row max (no gradient) and sum(exp(x - max)) over the given blocks."""
   m = lax.stop_gradient(
-      jnp.max(jnp.stack([jnp.max(b, axis=1) for b in blocks]), axis=0))
+    jnp.max(jnp.stack([jnp.max(b, axis=1) for b in blocks]), axis=0)
+  )
   s = sum(jnp.sum(jnp.exp(b - m[:, None]), axis=1) for b in blocks)
   return m, s
 
 
-def _lse_merge(m1: jnp.ndarray, s1: jnp.ndarray, m2: jnp.ndarray,
-               s2: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+def _lse_merge(
+  m1: jnp.ndarray, s1: jnp.ndarray, m2: jnp.ndarray, s2: jnp.ndarray
+) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Combines two (max, scaled sum) log-sum-exp partials of the same rows."""
   m = jnp.maximum(m1, m2)
   return m, s1 * jnp.exp(m1 - m) + s2 * jnp.exp(m2 - m)
@@ -68,20 +71,21 @@ def _merge(x: _RowStats, y: _RowStats) -> _RowStats:
   m_ab, s_ab = _lse_merge(x.m_ab, x.s_ab, y.m_ab, y.s_ab)
   # Strictly greater, so ties keep the earlier column as jnp.argmax does.
   arg_ab = jnp.where(y.m_ab > x.m_ab, y.arg_ab, x.arg_ab)
-  return _RowStats(m_a, s_a, x.pos_a + y.pos_a, m_b, s_b, x.pos_b + y.pos_b,
-                   m_ab, s_ab, arg_ab)
+  return _RowStats(
+    m_a, s_a, x.pos_a + y.pos_a, m_b, s_b, x.pos_b + y.pos_b, m_ab, s_ab, arg_ab
+  )
 
 
 def chunked_nt_xent(
-    h1: jnp.ndarray,
-    h2: jnp.ndarray,
-    h1_all: jnp.ndarray,
-    h2_all: jnp.ndarray,
-    labels: jnp.ndarray,
-    *,
-    temperature: float,
-    chunk_size: int,
-    mask_value: float,
+  h1: jnp.ndarray,
+  h2: jnp.ndarray,
+  h1_all: jnp.ndarray,
+  h2_all: jnp.ndarray,
+  labels: jnp.ndarray,
+  *,
+  temperature: float,
+  chunk_size: int,
+  mask_value: float,
 ) -> tuple[jnp.ndarray, Metrics]:
   """This device's loss and metrics, taking candidates in column blocks.
 
@@ -102,9 +106,10 @@ def chunked_nt_xent(
   n_global, dim = h1_all.shape
   if chunk_size <= 0 or n_global % chunk_size:
     raise ValueError(
-        f"loss chunk_size={chunk_size} must be a positive divisor of the "
-        f"global batch of {n_global} pairs (the candidate columns per view); "
-        "use 0 for the unchunked loss.")
+      f"loss chunk_size={chunk_size} must be a positive divisor of the "
+      f"global batch of {n_global} pairs (the candidate columns per view); "
+      "use 0 for the unchunked loss."
+    )
   num_blocks = n_global // chunk_size
   columns = jnp.arange(chunk_size)
 
@@ -136,8 +141,17 @@ def chunked_nt_xent(
   # type inside shard_map, which scan requires of its carry.
   neg_inf = jnp.full_like(h1[:, 0], -jnp.inf)
   zero = jnp.zeros_like(h1[:, 0])
-  init = _RowStats(neg_inf, zero, zero, neg_inf, zero, zero, neg_inf, zero,
-                   jnp.zeros_like(labels))
+  init = _RowStats(
+    neg_inf,
+    zero,
+    zero,
+    neg_inf,
+    zero,
+    zero,
+    neg_inf,
+    zero,
+    jnp.zeros_like(labels),
+  )
 
   def step(carry: _RowStats, xs) -> tuple[_RowStats, None]:
     return _merge(carry, block_stats(*xs)), None
@@ -149,21 +163,29 @@ def chunked_nt_xent(
 
   acc = jnp.mean((stats.arg_ab == labels).astype(jnp.float32))
   entropy = _chunked_entropy(
-      lax.stop_gradient(h1), lax.stop_gradient(h2_blocks),
-      lax.stop_gradient(stats.m_ab), lax.stop_gradient(stats.s_ab),
-      temperature)
+    lax.stop_gradient(h1),
+    lax.stop_gradient(h2_blocks),
+    lax.stop_gradient(stats.m_ab),
+    lax.stop_gradient(stats.s_ab),
+    temperature,
+  )
   return loss, {"contrast_acc": acc, "contrast_entropy": entropy}
 
 
-def _chunked_entropy(h1: jnp.ndarray, h2_blocks: jnp.ndarray,
-                     m_ab: jnp.ndarray, s_ab: jnp.ndarray,
-                     temperature: float) -> jnp.ndarray:
+def _chunked_entropy(
+  h1: jnp.ndarray,
+  h2_blocks: jnp.ndarray,
+  m_ab: jnp.ndarray,
+  s_ab: jnp.ndarray,
+  temperature: float,
+) -> jnp.ndarray:
   """Mean entropy of softmax(ab) with the reference's +1e-8, block by block.
 
   A second pass because log(p + 1e-8) needs the final normaliser; p is
   formed exactly as jax.nn.softmax does (exp(x - max) / sum), so the value
   matches the unchunked metric to float32 rounding.
   """
+
   def block_term(h2_blk):
     ab = h1 @ h2_blk.T / temperature
     prob = jnp.exp(ab - m_ab[:, None]) / s_ab[:, None]

@@ -32,11 +32,17 @@ from ml_collections import config_flags  # noqa: E402
 from simclr_jax.errors import UserError  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Path to a config file defining get_config().",
-    lock_config=True)
+  "config",
+  None,
+  "Path to a config file defining get_config().",
+  lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Run directory: checkpoints, TensorBoard events, "
-    "results.json. An existing run there is resumed.")
+  "workdir",
+  None,
+  "Run directory: checkpoints, TensorBoard events, "
+  "results.json. An existing run there is resumed.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -69,17 +75,25 @@ def _unknown_key_message(argv: list[str]) -> str | None:
   for arg in argv:
     if not arg.startswith("--config."):
       continue
-    keys = arg[len("--config."):].split("=", 1)[0].split(".")
+    keys = arg[len("--config.") :].split("=", 1)[0].split(".")
     node, seen = config, []
     for key in keys:
       if not isinstance(node, ml_collections.ConfigDict) or key not in node:
-        options = list(node.keys()) if isinstance(
-            node, ml_collections.ConfigDict) else []
+        options = (
+          list(node.keys())
+          if isinstance(node, ml_collections.ConfigDict)
+          else []
+        )
         prefix = ".".join(seen + [""])
         close = difflib.get_close_matches(key, options, n=3, cutoff=0.5)
-        hint = (f"did you mean {', '.join(prefix + c for c in close)}?"
-                if close else f"valid keys here: {', '.join(options)}.")
-        return f"unknown config key '{prefix}{key}' in {arg.split('=')[0]}; {hint}"
+        hint = (
+          f"did you mean {', '.join(prefix + c for c in close)}?"
+          if close
+          else f"valid keys here: {', '.join(options)}."
+        )
+        return (
+          f"unknown config key '{prefix}{key}' in {arg.split('=')[0]}; {hint}"
+        )
       node = node[key]
       seen.append(key)
   return None
@@ -89,8 +103,10 @@ def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing, with config errors reduced to one line."""
   path = _config_path(argv)
   if path and not os.path.isfile(path):
-    _fail(f"config file {path} does not exist; pass e.g. "
-          "--config configs/default.py.")
+    _fail(
+      f"config file {path} does not exist; pass e.g. "
+      "--config configs/default.py."
+    )
   try:
     rest = flags.FLAGS(argv)
     _ = _CONFIG.value.keys()  # surfaces a config file that failed to load
@@ -108,15 +124,19 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    _fail(f"unexpected arguments: {' '.join(argv[1:])}; pass settings as "
-          "--config.key=value.")
+    _fail(
+      f"unexpected arguments: {' '.join(argv[1:])}; pass settings as "
+      "--config.key=value."
+    )
   logging.set_verbosity(logging.WARNING)
   from simclr_jax.data import sources  # pylint: disable=g-import-not-at-top
+
   sources.hide_tf_from_accelerators()
   from simclr_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from simclr_jax import distributed  # pylint: disable=g-import-not-at-top
   from simclr_jax import evaluate  # pylint: disable=g-import-not-at-top
   from simclr_jax import train  # pylint: disable=g-import-not-at-top
+
   config = _CONFIG.value
   # Paths as typed: relative to the current directory, or with a `~` that no
   # shell expands after `=` (and tfds does not either). evaluate.run

@@ -26,7 +26,7 @@ MaskFn = Callable[[Any], Any]
 
 
 def total_steps(
-    *, batch_size: int, num_examples: int, epochs: float, train_steps: int = 0
+  *, batch_size: int, num_examples: int, epochs: float, train_steps: int = 0
 ) -> int:
   """Number of training steps: `train_steps` if set, else the reference's
   `num_examples * epochs // batch_size + 1`."""
@@ -34,7 +34,7 @@ def total_steps(
 
 
 def warmup_steps(
-    *, batch_size: int, num_examples: int, warmup_epochs: float
+  *, batch_size: int, num_examples: int, warmup_epochs: float
 ) -> int:
   """Linear-warmup steps, `round(warmup_epochs * num_examples // batch_size)`
   as in the reference (floor division first, so fractional epochs work)."""
@@ -42,7 +42,7 @@ def warmup_steps(
 
 
 def scaled_learning_rate(
-    base_learning_rate: float, batch_size: int, scaling: str
+  base_learning_rate: float, batch_size: int, scaling: str
 ) -> float:
   """Peak learning rate: `base * B / 256` ("linear") or `base * sqrt(B)`
   ("sqrt"); e.g. 0.3 linear == 0.075 sqrt == 4.8 at B = 4096."""
@@ -51,19 +51,19 @@ def scaled_learning_rate(
   if scaling == "sqrt":
     return base_learning_rate * math.sqrt(batch_size)
   raise ValueError(
-      f"Unknown learning-rate scaling {scaling!r}; use 'linear' or 'sqrt'."
+    f"Unknown learning-rate scaling {scaling!r}; use 'linear' or 'sqrt'."
   )
 
 
 def learning_rate_schedule(
-    *,
-    base_learning_rate: float,
-    batch_size: int,
-    num_examples: int,
-    epochs: float,
-    warmup_epochs: float,
-    scaling: str,
-    train_steps: int = 0,
+  *,
+  base_learning_rate: float,
+  batch_size: int,
+  num_examples: int,
+  epochs: float,
+  warmup_epochs: float,
+  scaling: str,
+  train_steps: int = 0,
 ) -> optax.Schedule:
   """Linear warmup from 0 to the scaled rate, then cosine decay to 0.
 
@@ -75,15 +75,15 @@ def learning_rate_schedule(
   """
   peak = scaled_learning_rate(base_learning_rate, batch_size, scaling)
   warmup = warmup_steps(
-      batch_size=batch_size,
-      num_examples=num_examples,
-      warmup_epochs=warmup_epochs,
+    batch_size=batch_size,
+    num_examples=num_examples,
+    warmup_epochs=warmup_epochs,
   )
   total = total_steps(
-      batch_size=batch_size,
-      num_examples=num_examples,
-      epochs=epochs,
-      train_steps=train_steps,
+    batch_size=batch_size,
+    num_examples=num_examples,
+    epochs=epochs,
+    train_steps=train_steps,
   )
   # Guard the division only; with total <= warmup the rate after warmup is
   # 0 (the decay is already complete), as with any step >= total.
@@ -151,9 +151,7 @@ def lars_mask(params: Any) -> Any:
 
   def applies(path, _):
     names = _path_names(path)
-    return (
-        bool(names) and names[-1] == "kernel" and names[0] != SUPERVISED_HEAD
-    )
+    return bool(names) and names[-1] == "kernel" and names[0] != SUPERVISED_HEAD
 
   return jax.tree_util.tree_map_with_path(applies, params)
 
@@ -165,14 +163,14 @@ def _mask(mask_fn: MaskFn, params: Any) -> Any:
 
 
 def lars(
-    learning_rate: optax.ScalarOrSchedule,
-    params: Any = None,
-    *,
-    weight_decay: float,
-    momentum: float = 0.9,
-    trust_coefficient: float = 0.001,
-    mask_fn: MaskFn = lars_mask,
-    weight_decay_mask_fn: MaskFn | None = None,
+  learning_rate: optax.ScalarOrSchedule,
+  params: Any = None,
+  *,
+  weight_decay: float,
+  momentum: float = 0.9,
+  trust_coefficient: float = 0.001,
+  mask_fn: MaskFn = lars_mask,
+  weight_decay_mask_fn: MaskFn | None = None,
 ) -> optax.GradientTransformation:
   """The reference LARS: `optax.lars` with masks from the param paths.
 
@@ -193,25 +191,27 @@ def lars(
       term (gradient `wd * W`, no trust ratio); `kernel_mask` here reproduces
       that inside the optimizer. Do not combine it with such a loss term.
   """
-  decay_mask_fn = mask_fn if weight_decay_mask_fn is None else weight_decay_mask_fn
+  decay_mask_fn = (
+    mask_fn if weight_decay_mask_fn is None else weight_decay_mask_fn
+  )
   return optax.lars(
-      learning_rate,
-      weight_decay=weight_decay,
-      weight_decay_mask=_mask(decay_mask_fn, params),
-      trust_coefficient=trust_coefficient,
-      eps=0.0,
-      trust_ratio_mask=_mask(mask_fn, params),
-      momentum=momentum,
-      nesterov=False,
+    learning_rate,
+    weight_decay=weight_decay,
+    weight_decay_mask=_mask(decay_mask_fn, params),
+    trust_coefficient=trust_coefficient,
+    eps=0.0,
+    trust_ratio_mask=_mask(mask_fn, params),
+    momentum=momentum,
+    nesterov=False,
   )
 
 
 def sgd_nesterov(
-    learning_rate: optax.ScalarOrSchedule,
-    *,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    params: Any = None,
+  learning_rate: optax.ScalarOrSchedule,
+  *,
+  momentum: float = 0.9,
+  weight_decay: float = 0.0,
+  params: Any = None,
 ) -> optax.GradientTransformation:
   """SGD with Nesterov momentum for linear evaluation.
 
@@ -223,12 +223,10 @@ def sgd_nesterov(
   transforms = []
   if weight_decay:
     transforms.append(
-        optax.add_decayed_weights(
-            weight_decay, mask=_mask(kernel_mask, params)
-        )
+      optax.add_decayed_weights(weight_decay, mask=_mask(kernel_mask, params))
     )
   transforms += [
-      optax.scale_by_learning_rate(learning_rate),
-      optax.trace(decay=momentum, nesterov=True),
+    optax.scale_by_learning_rate(learning_rate),
+    optax.trace(decay=momentum, nesterov=True),
   ]
   return optax.chain(*transforms)

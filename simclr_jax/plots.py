@@ -56,15 +56,23 @@ class _Group:
 
 
 _GROUPS = (
-    _Group("loss", "Training loss", "loss",
-           ("contrastive_loss", "probe_loss")),
-    _Group("accuracy", "Accuracy", "accuracy",
-           ("contrast_acc", "probe_acc", "monitor/knn_accuracy"),
-           extra=_is_extra_accuracy, from_zero=True),
-    _Group("learning_rate", "Learning rate", "learning rate",
-           ("learning_rate",)),
-    _Group("throughput", "Throughput", "images / second",
-           ("images_per_sec",), from_zero=True),
+  _Group("loss", "Training loss", "loss", ("contrastive_loss", "probe_loss")),
+  _Group(
+    "accuracy",
+    "Accuracy",
+    "accuracy",
+    ("contrast_acc", "probe_acc", "monitor/knn_accuracy"),
+    extra=_is_extra_accuracy,
+    from_zero=True,
+  ),
+  _Group("learning_rate", "Learning rate", "learning rate", ("learning_rate",)),
+  _Group(
+    "throughput",
+    "Throughput",
+    "images / second",
+    ("images_per_sec",),
+    from_zero=True,
+  ),
 )
 
 
@@ -93,6 +101,7 @@ def _read_event_files(paths: Sequence[str]) -> dict[str, dict[int, float]]:
   writers used `simple_value`. Both are read.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   points = []  # (wall_time, order, tag, step, value)
   for path in paths:
     try:
@@ -101,13 +110,16 @@ def _read_event_files(paths: Sequence[str]) -> dict[str, dict[int, float]]:
         for v in event.summary.value:
           if v.HasField("simple_value"):
             value = float(v.simple_value)
-          elif (v.HasField("tensor") and
-                v.metadata.plugin_data.plugin_name == "scalars"):
+          elif (
+            v.HasField("tensor")
+            and v.metadata.plugin_data.plugin_name == "scalars"
+          ):
             value = float(tf.make_ndarray(v.tensor).reshape(()))
           else:
             continue
-          points.append((event.wall_time, len(points), v.tag, event.step,
-                         value))
+          points.append(
+            (event.wall_time, len(points), v.tag, event.step, value)
+          )
     except tf.errors.DataLossError:
       pass  # a file cut off by a crash: keep what was read
   series: dict[str, dict[int, float]] = collections.defaultdict(dict)
@@ -119,21 +131,27 @@ def _read_event_files(paths: Sequence[str]) -> dict[str, dict[int, float]]:
 def load_metrics(run_dir: str) -> Metrics:
   """{metric: (steps, values)} from a run dir, steps ascending and unique."""
   if not os.path.isdir(run_dir):
-    raise UserError(f"run directory {run_dir} does not exist; pass the "
-                    "--workdir of a training run.")
+    raise UserError(
+      f"run directory {run_dir} does not exist; pass the "
+      "--workdir of a training run."
+    )
   path = os.path.join(run_dir, METRICS_FILE)
   if os.path.exists(path):
     series, source = _read_jsonl(path), path
   else:
     events = sorted(glob.glob(os.path.join(run_dir, "*tfevents*")))
     if not events:
-      raise UserError(f"no {METRICS_FILE} (or TensorBoard event files) in "
-                      f"{run_dir}; pass the --workdir of a training run that "
-                      "has logged at least one step.")
+      raise UserError(
+        f"no {METRICS_FILE} (or TensorBoard event files) in "
+        f"{run_dir}; pass the --workdir of a training run that "
+        "has logged at least one step."
+      )
     series, source = _read_event_files(events), f"the event files in {run_dir}"
   if not series:
-    raise UserError(f"{source} holds no metrics yet; plot again once the run "
-                    "has logged a step.")
+    raise UserError(
+      f"{source} holds no metrics yet; plot again once the run "
+      "has logged a step."
+    )
   out = {}
   for key, by_step in series.items():
     steps = np.array(sorted(by_step), dtype=np.int64)
@@ -161,8 +179,13 @@ def _run_labels(run_dirs: Sequence[str]) -> list[str]:
   return [os.path.normpath(d) for d in run_dirs]
 
 
-def _plot_group(group: _Group, keys: Sequence[str], labels: Sequence[str],
-                runs: Sequence[Metrics], path: str) -> None:
+def _plot_group(
+  group: _Group,
+  keys: Sequence[str],
+  labels: Sequence[str],
+  runs: Sequence[Metrics],
+  path: str,
+) -> None:
   """One figure; a single run gets a colour per metric, several runs a
   colour per run and a line style per metric."""
   fig = Figure(figsize=(8, 5), dpi=100)
@@ -174,12 +197,15 @@ def _plot_group(group: _Group, keys: Sequence[str], labels: Sequence[str],
       if key not in metrics:
         continue
       steps, values = metrics[key]
-      ax.plot(steps, values,
-              color=f"C{(r if many else m) % 10}",
-              linestyle=_LINESTYLES[m % len(_LINESTYLES)] if many else "-",
-              marker=_MARKERS[m % len(_MARKERS)] if len(steps) <= 20 else None,
-              markersize=4,
-              label=f"{label}: {key}" if many else key)
+      ax.plot(
+        steps,
+        values,
+        color=f"C{(r if many else m) % 10}",
+        linestyle=_LINESTYLES[m % len(_LINESTYLES)] if many else "-",
+        marker=_MARKERS[m % len(_MARKERS)] if len(steps) <= 20 else None,
+        markersize=4,
+        label=f"{label}: {key}" if many else key,
+      )
   ax.set_title(group.title if many else f"{group.title} - {labels[0]}")
   ax.set_xlabel("step")
   ax.set_ylabel(group.ylabel)
@@ -193,8 +219,9 @@ def _plot_group(group: _Group, keys: Sequence[str], labels: Sequence[str],
   os.replace(tmp, path)  # a viewer never sees a half-written PNG
 
 
-def plot_run(run_dirs: str | Sequence[str],
-             out_dir: str | None = None) -> list[str]:
+def plot_run(
+  run_dirs: str | Sequence[str], out_dir: str | None = None
+) -> list[str]:
   """Writes the PNGs for one or several (overlaid) runs; returns their paths.
 
   `out_dir` defaults to the first run dir's plots/.
@@ -203,19 +230,25 @@ def plot_run(run_dirs: str | Sequence[str],
     run_dirs = [run_dirs]
   run_dirs = [os.fspath(d) for d in run_dirs]
   if not run_dirs:
-    raise UserError("no run directory given; pass at least one --workdir of "
-                    "a training run.")
+    raise UserError(
+      "no run directory given; pass at least one --workdir of a training run."
+    )
   labels = _run_labels(run_dirs)
   run_dirs = [_resolve(d) for d in run_dirs]
   runs = [load_metrics(d) for d in run_dirs]
-  out_dir = _resolve(os.fspath(out_dir)) if out_dir else os.path.join(
-      run_dirs[0], "plots")
+  out_dir = (
+    _resolve(os.fspath(out_dir))
+    if out_dir
+    else os.path.join(run_dirs[0], "plots")
+  )
   todo = [(g, _group_keys(g, runs)) for g in _GROUPS]
   todo = [(g, keys) for g, keys in todo if keys]
   if not todo:
     wanted = sorted({k for g in _GROUPS for k in g.keys})
-    raise UserError(f"none of the plotted metrics ({', '.join(wanted)}) are "
-                    f"logged in {', '.join(run_dirs)}.")
+    raise UserError(
+      f"none of the plotted metrics ({', '.join(wanted)}) are "
+      f"logged in {', '.join(run_dirs)}."
+    )
   os.makedirs(out_dir, exist_ok=True)
   written = []
   for group, keys in todo:
@@ -229,13 +262,19 @@ def main(argv: Sequence[str] | None = None) -> int:
   """CLI entry point (`argv` without the program name); returns the exit
   code: 0 on success, 2 for bad arguments or unusable run dirs."""
   parser = argparse.ArgumentParser(
-      prog="python -m simclr_jax.plots",
-      description="Write training-curve PNGs (loss, accuracy, learning "
-      "rate, throughput) from run directories. Several dirs are overlaid.")
-  parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                      help="--workdir of a training run")
-  parser.add_argument("--out", metavar="DIR", default=None,
-                      help="output folder (default: FIRST_RUN_DIR/plots)")
+    prog="python -m simclr_jax.plots",
+    description="Write training-curve PNGs (loss, accuracy, learning "
+    "rate, throughput) from run directories. Several dirs are overlaid.",
+  )
+  parser.add_argument(
+    "run_dirs", nargs="+", metavar="RUN_DIR", help="--workdir of a training run"
+  )
+  parser.add_argument(
+    "--out",
+    metavar="DIR",
+    default=None,
+    help="output folder (default: FIRST_RUN_DIR/plots)",
+  )
   try:
     args = parser.parse_args(argv)
   except SystemExit as e:  # --help (0) or a usage error (2)

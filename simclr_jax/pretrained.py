@@ -45,44 +45,60 @@ _MISSING = "<missing>"
 @dataclasses.dataclass(frozen=True)
 class Pretrained:
   """A restored encoder: `model.apply(variables, x, train=False)` runs it."""
+
   config: ml_collections.ConfigDict  # the pretraining config
   model: models.SimCLRModel
-  variables: dict[str, Any]          # {'params', 'batch_stats'}, replicated
-  step: int                          # optimiser steps of the checkpoint
-  num_classes: int                   # online linear head size (0: none)
-  image_size: int                    # the size the model was trained at
-  mesh: jax.sharding.Mesh            # the mesh `variables` live on
+  variables: dict[str, Any]  # {'params', 'batch_stats'}, replicated
+  step: int  # optimiser steps of the checkpoint
+  num_classes: int  # online linear head size (0: none)
+  image_size: int  # the size the model was trained at
+  mesh: jax.sharding.Mesh  # the mesh `variables` live on
 
 
 def _read_run_file(run_dir: str) -> dict[str, Any]:
   """The parsed run_config.json of `run_dir`, or a UserError."""
   if not os.path.exists(run_dir):
-    raise UserError(f"run directory {run_dir} does not exist; pass the "
-                    "--workdir of a pretraining run (python -m "
-                    "simclr_jax.main ... --workdir DIR).")
+    raise UserError(
+      f"run directory {run_dir} does not exist; pass the "
+      "--workdir of a pretraining run (python -m "
+      "simclr_jax.main ... --workdir DIR)."
+    )
   if not os.path.isdir(run_dir):
-    raise UserError(f"{run_dir} is a file, not a run directory; pass the "
-                    "--workdir of a pretraining run.")
+    raise UserError(
+      f"{run_dir} is a file, not a run directory; pass the "
+      "--workdir of a pretraining run."
+    )
   path = os.path.join(run_dir, checkpointing.RUN_CONFIG)
   if not os.path.isfile(path):
-    raise UserError(f"{run_dir} is not a simclr_jax run directory (it has no "
-                    f"{checkpointing.RUN_CONFIG}); pass the --workdir of a "
-                    "pretraining run.")
+    raise UserError(
+      f"{run_dir} is not a simclr_jax run directory (it has no "
+      f"{checkpointing.RUN_CONFIG}); pass the --workdir of a "
+      "pretraining run."
+    )
   try:
     with open(path) as f:
       payload = json.load(f)
   except (OSError, ValueError) as e:
-    raise UserError(f"{path} is unreadable ({e}); restore it from a backup "
-                    "or use another run directory.") from None
+    raise UserError(
+      f"{path} is unreadable ({e}); restore it from a backup "
+      "or use another run directory."
+    ) from None
   if not isinstance(payload, dict) or not isinstance(
-      payload.get("config"), dict):
-    raise UserError(f"{path} has no 'config' section; it was not written by "
-                    "simclr_jax.train, so use another run directory.")
+    payload.get("config"), dict
+  ):
+    raise UserError(
+      f"{path} has no 'config' section; it was not written by "
+      "simclr_jax.train, so use another run directory."
+    )
   return payload
 
 
-def _merge(base: ml_collections.ConfigDict, stored: Mapping[str, Any],
-           where: str, prefix: str = "") -> None:
+def _merge(
+  base: ml_collections.ConfigDict,
+  stored: Mapping[str, Any],
+  where: str,
+  prefix: str = "",
+) -> None:
   """Overwrites `base` with the stored values; keys unknown today are
   dropped (removed options), keys missing from the file keep the default."""
   for key, value in stored.items():
@@ -98,9 +114,11 @@ def _merge(base: ml_collections.ConfigDict, stored: Mapping[str, Any],
     try:
       base[key] = value
     except TypeError:
-      raise UserError(f"{where}: config.{prefix}{key}={value!r} does not "
-                      f"have the type of the default {current!r}; fix the "
-                      "value in the file.") from None
+      raise UserError(
+        f"{where}: config.{prefix}{key}={value!r} does not "
+        f"have the type of the default {current!r}; fix the "
+        "value in the file."
+      ) from None
 
 
 def load_run_config(run_dir: str) -> ml_collections.ConfigDict:
@@ -109,8 +127,9 @@ def load_run_config(run_dir: str) -> ml_collections.ConfigDict:
   run_dir = checkpointing.resolve_path(run_dir)
   payload = _read_run_file(run_dir)
   config = defaults.base_config()
-  _merge(config, payload["config"],
-         os.path.join(run_dir, checkpointing.RUN_CONFIG))
+  _merge(
+    config, payload["config"], os.path.join(run_dir, checkpointing.RUN_CONFIG)
+  )
   return config
 
 
@@ -126,29 +145,43 @@ def _key_name(key: str) -> str:
   return "data.image_size" if key == "image_size" else f"model.{key}"
 
 
-def _differences(have: Mapping[str, Any], want: Mapping[str, Any],
-                 have_name: str, want_name: str) -> list[str]:
-  return [f"{have_name} {_key_name(k)}={have.get(k, _MISSING)}, {want_name} {v}"
-          for k, v in want.items() if have.get(k, _MISSING) != v]
+def _differences(
+  have: Mapping[str, Any],
+  want: Mapping[str, Any],
+  have_name: str,
+  want_name: str,
+) -> list[str]:
+  return [
+    f"{have_name} {_key_name(k)}={have.get(k, _MISSING)}, {want_name} {v}"
+    for k, v in want.items()
+    if have.get(k, _MISSING) != v
+  ]
 
 
-def check_architecture(run_signature: Mapping[str, Any],
-                       expected: Mapping[str, Any]) -> None:
+def check_architecture(
+  run_signature: Mapping[str, Any], expected: Mapping[str, Any]
+) -> None:
   """Raises UserError naming every key of `expected` the run differs in."""
-  diffs = _differences(run_signature, expected, "checkpoint has",
-                       "config asks for")
+  diffs = _differences(
+    run_signature, expected, "checkpoint has", "config asks for"
+  )
   if diffs:
-    raise UserError(f"the pretrained model does not match ({'; '.join(diffs)})"
-                    "; use a checkpoint trained with this architecture or "
-                    "change the config to the checkpoint's values.")
+    raise UserError(
+      f"the pretrained model does not match ({'; '.join(diffs)})"
+      "; use a checkpoint trained with this architecture or "
+      "change the config to the checkpoint's values."
+    )
 
 
 def _checkpoint_steps(directory: str) -> list[int]:
   """Committed-looking step folders, without creating anything."""
   if not os.path.isdir(directory):
     return []
-  return sorted(int(n) for n in os.listdir(directory)
-                if n.isdigit() and os.path.isdir(os.path.join(directory, n)))
+  return sorted(
+    int(n)
+    for n in os.listdir(directory)
+    if n.isdigit() and os.path.isdir(os.path.join(directory, n))
+  )
 
 
 def _num_classes(step_dir: str) -> int:
@@ -165,9 +198,11 @@ def _num_classes(step_dir: str) -> int:
   return int(head["linear"]["bias"].shape[0])
 
 
-def abstract_train_state(config: ml_collections.ConfigDict, num_classes: int,
-                         sharding: NamedSharding,
-                         ) -> tuple[models.SimCLRModel, ts.TrainState]:
+def abstract_train_state(
+  config: ml_collections.ConfigDict,
+  num_classes: int,
+  sharding: NamedSharding,
+) -> tuple[models.SimCLRModel, ts.TrainState]:
   """The model and the shapes of its saved TrainState, as train.TrainSetup
   builds them (no compute, no memory), placed with `sharding`.
 
@@ -177,14 +212,18 @@ def abstract_train_state(config: ml_collections.ConfigDict, num_classes: int,
   """
   model = ts.create_model(config.model, num_classes)
   make_tx = lambda params: ts.create_optimizer(  # noqa: E731
-      config.optim, optax.constant_schedule(0.0), params)
+    config.optim, optax.constant_schedule(0.0), params
+  )
   init_fn = ts.make_init_fn(model, config.data.image_size, make_tx)
   return model, ts.abstract_state(init_fn, sharding)
 
 
-def load_pretrained(run_dir: str, step: int | None = None,
-                    mesh: jax.sharding.Mesh | None = None,
-                    expect: Mapping[str, Any] | None = None) -> Pretrained:
+def load_pretrained(
+  run_dir: str,
+  step: int | None = None,
+  mesh: jax.sharding.Mesh | None = None,
+  expect: Mapping[str, Any] | None = None,
+) -> Pretrained:
   """Restores checkpoint `step` (default: the latest) of `run_dir`.
 
   The variables are replicated over `mesh` (default: every device, as in
@@ -198,26 +237,36 @@ def load_pretrained(run_dir: str, step: int | None = None,
   signature = run_signature(run_dir)
   # A hand-edited or mixed-up run_config.json: its config and its signature
   # must describe the same network.
-  diffs = _differences(signature, configlib.model_signature(config),
-                       "model_signature has", "config has")
+  diffs = _differences(
+    signature,
+    configlib.model_signature(config),
+    "model_signature has",
+    "config has",
+  )
   if diffs:
-    raise UserError(f"{os.path.join(run_dir, checkpointing.RUN_CONFIG)} "
-                    f"contradicts itself ({'; '.join(diffs)}); restore the "
-                    "file as the run wrote it.")
+    raise UserError(
+      f"{os.path.join(run_dir, checkpointing.RUN_CONFIG)} "
+      f"contradicts itself ({'; '.join(diffs)}); restore the "
+      "file as the run wrote it."
+    )
   if expect:
     check_architecture(signature, expect)
 
   ckpt_dir = os.path.join(run_dir, "checkpoints")
   steps = _checkpoint_steps(ckpt_dir)
   if not steps:
-    raise UserError(f"{run_dir} has no checkpoint yet (nothing in "
-                    f"{ckpt_dir}); let the run reach "
-                    "config.checkpoint_every_steps or finish, then retry.")
+    raise UserError(
+      f"{run_dir} has no checkpoint yet (nothing in "
+      f"{ckpt_dir}); let the run reach "
+      "config.checkpoint_every_steps or finish, then retry."
+    )
   if step is None:
     step = steps[-1]
   elif step not in steps:
-    raise UserError(f"{run_dir} has no checkpoint for step {step}; "
-                    f"available steps: {', '.join(map(str, steps))}.")
+    raise UserError(
+      f"{run_dir} has no checkpoint for step {step}; "
+      f"available steps: {', '.join(map(str, steps))}."
+    )
 
   mesh = mesh or train.make_mesh()
   where = os.path.join(ckpt_dir, str(step))
@@ -225,8 +274,9 @@ def load_pretrained(run_dir: str, step: int | None = None,
     num_classes = _num_classes(where)
   except Exception as e:  # pylint: disable=broad-except
     raise _unreadable(where, e, steps) from None
-  model, abstract = abstract_train_state(config, num_classes,
-                                         NamedSharding(mesh, P()))
+  model, abstract = abstract_train_state(
+    config, num_classes, NamedSharding(mesh, P())
+  )
   # The directory exists and holds steps, so the manager creates nothing.
   ckpt = checkpointing.Checkpointer(run_dir, keep=len(steps), every_steps=1)
   try:
@@ -234,24 +284,32 @@ def load_pretrained(run_dir: str, step: int | None = None,
   except UserError as e:
     # Keep orbax's reason, not the Checkpointer's advice (meant for training).
     text, marker = str(e), "does not fit this config ("
-    detail = (text.split(marker, 1)[1].rsplit("); use a new", 1)[0]
-              if marker in text else text)
+    detail = (
+      text.split(marker, 1)[1].rsplit("); use a new", 1)[0]
+      if marker in text
+      else text
+    )
     # Every step of a run has the same layout, so another step cannot help.
     raise UserError(
-        f"the checkpoint {where} cannot be restored into the model its "
-        f"{checkpointing.RUN_CONFIG} describes ({detail}); put back the "
-        f"{checkpointing.RUN_CONFIG} this run wrote (or use the run "
-        "directory this one came from), or load it with the simclr_jax "
-        "version that trained it.") from None
+      f"the checkpoint {where} cannot be restored into the model its "
+      f"{checkpointing.RUN_CONFIG} describes ({detail}); put back the "
+      f"{checkpointing.RUN_CONFIG} this run wrote (or use the run "
+      "directory this one came from), or load it with the simclr_jax "
+      "version that trained it."
+    ) from None
   except Exception as e:  # pylint: disable=broad-except
     raise _unreadable(where, e, steps) from None
   finally:
     ckpt.close()
   return Pretrained(
-      config=config, model=model,
-      variables={"params": state.params, "batch_stats": state.batch_stats},
-      step=int(state.step), num_classes=num_classes,
-      image_size=config.data.image_size, mesh=mesh)
+    config=config,
+    model=model,
+    variables={"params": state.params, "batch_stats": state.batch_stats},
+    step=int(state.step),
+    num_classes=num_classes,
+    image_size=config.data.image_size,
+    mesh=mesh,
+  )
 
 
 def _unreadable(where: str, e: BaseException, steps: list[int]) -> UserError:
@@ -261,21 +319,27 @@ def _unreadable(where: str, e: BaseException, steps: list[int]) -> UserError:
   text = str(e).split(" See full TensorStore details")[0].strip()
   first = (text.splitlines()[0] if text else repr(e))[:300]
   if isinstance(e, PermissionError) or "ermission denied" in text:
-    advice = ("make its files readable by this user (check their "
-              "permissions), then retry")
+    advice = (
+      "make its files readable by this user (check their "
+      "permissions), then retry"
+    )
   else:
     others = [s for s in steps if s != int(os.path.basename(where))]
     advice = "its files are damaged or incomplete (a crash or a partial copy?)"
     if others:
       advice += (
-          f"; other checkpoints of this run: step{'s' * (len(others) > 1)} "
-          f"{', '.join(map(str, others))}"
-          ": load one with load_pretrained(..., step=N) or `python -m "
-          f"simclr_jax.embed --step N`, or move {where} out of the run "
-          "directory so that the latest remaining step is used")
+        f"; other checkpoints of this run: step{'s' * (len(others) > 1)} "
+        f"{', '.join(map(str, others))}"
+        ": load one with load_pretrained(..., step=N) or `python -m "
+        f"simclr_jax.embed --step N`, or move {where} out of the run "
+        "directory so that the latest remaining step is used"
+      )
     else:
-      advice += ("; it is this run's only checkpoint: copy the run directory "
-                 "again from where it was trained, or re-run the pretraining "
-                 "with a new --workdir")
-  return UserError(f"the checkpoint {where} cannot be read ({first}); "
-                   f"{advice}.")
+      advice += (
+        "; it is this run's only checkpoint: copy the run directory "
+        "again from where it was trained, or re-run the pretraining "
+        "with a new --workdir"
+      )
+  return UserError(
+    f"the checkpoint {where} cannot be read ({first}); {advice}."
+  )

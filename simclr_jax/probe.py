@@ -39,16 +39,18 @@ from simclr_jax.errors import UserError
 L2_GRID: tuple[float, ...] = tuple(float(10.0**e) for e in range(-6, 1))
 
 
-def stratified_split(labels: np.ndarray, fraction: float,
-                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+  labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
   """(fit, validation) index arrays, sorted; `fraction` of every class held out.
 
   Each class gives round(fraction * n_c) examples to validation, but always
   keeps at least one for fitting. Deterministic in (labels, fraction, seed).
   """
   if not 0.0 < fraction < 1.0:
-    raise UserError(f"the probe's validation fraction must be in (0, 1), "
-                    f"got {fraction}.")
+    raise UserError(
+      f"the probe's validation fraction must be in (0, 1), got {fraction}."
+    )
   labels = np.asarray(labels)
   rng = np.random.default_rng(seed)
   val = []
@@ -63,7 +65,7 @@ def stratified_split(labels: np.ndarray, fraction: float,
 
 def _put_rows(a: np.ndarray, rows: int, sharding: NamedSharding) -> jax.Array:
   """Zero-pads `a` to `rows` rows and places it with `sharding`."""
-  if rows > len(a):   # the copy only when needed: `a` may be ImageNet-sized
+  if rows > len(a):  # the copy only when needed: `a` may be ImageNet-sized
     a = np.pad(a, [(0, rows - len(a))] + [(0, 0)] * (a.ndim - 1))
   return jax.make_array_from_callback(a.shape, sharding, lambda i: a[i])
 
@@ -77,8 +79,9 @@ def _moments(x: jnp.ndarray, w: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
 
 
 @functools.partial(jax.jit, donate_argnums=0)
-def _standardize(x: jnp.ndarray, mean: jnp.ndarray,
-                 std: jnp.ndarray) -> jnp.ndarray:
+def _standardize(
+  x: jnp.ndarray, mean: jnp.ndarray, std: jnp.ndarray
+) -> jnp.ndarray:
   return (x - mean) / std
 
 
@@ -86,8 +89,13 @@ class _Data:
   """Features standardised on device, labels, and row weights, all padded to
   a multiple of the mesh size (padding rows get weight 0)."""
 
-  def __init__(self, x: np.ndarray, y: np.ndarray, mesh: Mesh,
-               moments: tuple[jax.Array, jax.Array] | None = None):
+  def __init__(
+    self,
+    x: np.ndarray,
+    y: np.ndarray,
+    mesh: Mesh,
+    moments: tuple[jax.Array, jax.Array] | None = None,
+  ):
     self.n = len(x)
     self.rows = -(-self.n // mesh.size) * mesh.size
     self.sharding = NamedSharding(mesh, P(tuple(mesh.axis_names)))
@@ -107,9 +115,17 @@ _LBFGS = optax.lbfgs()
 
 
 @functools.partial(jax.jit, static_argnames="precision")
-def _solve(x: jnp.ndarray, y: jnp.ndarray, w: jnp.ndarray, l2: jnp.ndarray,
-           params: dict, max_iters: jnp.ndarray, tol: jnp.ndarray, *,
-           precision: Any) -> tuple[dict, jnp.ndarray]:
+def _solve(
+  x: jnp.ndarray,
+  y: jnp.ndarray,
+  w: jnp.ndarray,
+  l2: jnp.ndarray,
+  params: dict,
+  max_iters: jnp.ndarray,
+  tol: jnp.ndarray,
+  *,
+  precision: Any,
+) -> tuple[dict, jnp.ndarray]:
   """L-BFGS from `params` until grad norm < tol or max_iters; (params, iters).
 
   Row weights `w` sum to 1 over the rows being fitted (0 elsewhere).
@@ -125,8 +141,9 @@ def _solve(x: jnp.ndarray, y: jnp.ndarray, w: jnp.ndarray, l2: jnp.ndarray,
   def body(carry):
     p, state = carry
     value, grad = value_and_grad(p, state=state)
-    updates, state = _LBFGS.update(grad, state, p, value=value, grad=grad,
-                                   value_fn=loss)
+    updates, state = _LBFGS.update(
+      grad, state, p, value=value, grad=grad, value_fn=loss
+    )
     return optax.apply_updates(p, updates), state
 
   def cond(carry):
@@ -140,8 +157,14 @@ def _solve(x: jnp.ndarray, y: jnp.ndarray, w: jnp.ndarray, l2: jnp.ndarray,
 
 
 @functools.partial(jax.jit, static_argnames="precision")
-def _hits(params: dict, x: jnp.ndarray, y: jnp.ndarray, mask: jnp.ndarray, *,
-          precision: Any) -> tuple[jnp.ndarray, jnp.ndarray]:
+def _hits(
+  params: dict,
+  x: jnp.ndarray,
+  y: jnp.ndarray,
+  mask: jnp.ndarray,
+  *,
+  precision: Any,
+) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Top-1 and top-min(5, C) hit counts over the rows where `mask` is 1."""
   logits = jnp.dot(x, params["w"], precision=precision) + params["b"]
   top = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
@@ -152,23 +175,48 @@ def _hits(params: dict, x: jnp.ndarray, y: jnp.ndarray, mask: jnp.ndarray, *,
 
 
 def fit_logistic_regression(
-    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
-    test_y: np.ndarray, *, num_classes: int, l2: float,
-    max_iters: int = 1000, tol: float = 1e-5, mesh: Mesh | None = None,
-    precision: Any = "highest") -> dict[str, float]:
+  train_x: np.ndarray,
+  train_y: np.ndarray,
+  test_x: np.ndarray,
+  test_y: np.ndarray,
+  *,
+  num_classes: int,
+  l2: float,
+  max_iters: int = 1000,
+  tol: float = 1e-5,
+  mesh: Mesh | None = None,
+  precision: Any = "highest",
+) -> dict[str, float]:
   """One fit at a fixed L2 strength; returns test "top1" and "top5"."""
-  return linear_probe(train_x, train_y, test_x, test_y,
-                      num_classes=num_classes, l2_grid=(l2,),
-                      max_iters=max_iters, tol=tol, mesh=mesh,
-                      precision=precision)
+  return linear_probe(
+    train_x,
+    train_y,
+    test_x,
+    test_y,
+    num_classes=num_classes,
+    l2_grid=(l2,),
+    max_iters=max_iters,
+    tol=tol,
+    mesh=mesh,
+    precision=precision,
+  )
 
 
 def linear_probe(
-    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
-    test_y: np.ndarray, *, num_classes: int,
-    l2_grid: Sequence[float] = L2_GRID, val_fraction: float = 0.1,
-    seed: int = 0, max_iters: int = 1000, tol: float = 1e-5,
-    mesh: Mesh | None = None, precision: Any = "highest") -> dict[str, Any]:
+  train_x: np.ndarray,
+  train_y: np.ndarray,
+  test_x: np.ndarray,
+  test_y: np.ndarray,
+  *,
+  num_classes: int,
+  l2_grid: Sequence[float] = L2_GRID,
+  val_fraction: float = 0.1,
+  seed: int = 0,
+  max_iters: int = 1000,
+  tol: float = 1e-5,
+  mesh: Mesh | None = None,
+  precision: Any = "highest",
+) -> dict[str, Any]:
   """Chooses the L2 strength on a held-out split, refits, scores the test set.
 
   Features are standardised with the mean and std of all training features
@@ -187,37 +235,53 @@ def linear_probe(
   """
   train_x, test_x = np.asarray(train_x), np.asarray(test_x)
   if len(train_x) == 0 or len(test_x) == 0:
-    raise UserError("the linear probe needs training and test features; got "
-                    f"{len(train_x)} and {len(test_x)} examples.")
+    raise UserError(
+      "the linear probe needs training and test features; got "
+      f"{len(train_x)} and {len(test_x)} examples."
+    )
   grid = sorted({float(v) for v in l2_grid}, reverse=True)
   if not grid or grid[-1] <= 0:
-    raise UserError(f"the probe's L2 grid must be positive values, got "
-                    f"{list(l2_grid)}.")
+    raise UserError(
+      f"the probe's L2 grid must be positive values, got {list(l2_grid)}."
+    )
   mesh = mesh or Mesh(np.array(jax.local_devices()[:1]), ("data",))
   train = _Data(train_x, train_y, mesh)
 
   def accuracy(params, data, index=None):
     """(top-1, top-5) over the rows in `index` (all real rows if None)."""
-    hits = _hits(params, data.x, data.y, data.weights(index),
-                 precision=precision)
-    return tuple(int(h) / (data.n if index is None else len(index))
-                 for h in hits)
+    hits = _hits(
+      params, data.x, data.y, data.weights(index), precision=precision
+    )
+    return tuple(
+      int(h) / (data.n if index is None else len(index)) for h in hits
+    )
 
-  params = {"w": np.zeros((train_x.shape[1], num_classes), np.float32),
-            "b": np.zeros((num_classes,), np.float32)}
+  params = {
+    "w": np.zeros((train_x.shape[1], num_classes), np.float32),
+    "b": np.zeros((num_classes,), np.float32),
+  }
 
   def fit(weights, l2, init):
-    return _solve(train.x, train.y, weights, np.float32(l2), init,
-                  np.int32(max_iters), np.float32(tol), precision=precision)
+    return _solve(
+      train.x,
+      train.y,
+      weights,
+      np.float32(l2),
+      init,
+      np.int32(max_iters),
+      np.float32(tol),
+      precision=precision,
+    )
 
   by_l2, best, best_acc = {}, grid[0], None
   if len(grid) > 1:
     fit_idx, val_idx = stratified_split(train_y, val_fraction, seed)
     if len(val_idx) == 0:
       raise UserError(
-          f"the probe's validation split is empty ({len(train_x)} training "
-          "examples); use more training examples or a larger val_fraction, "
-          "or pass a single L2 value to skip the search.")
+        f"the probe's validation split is empty ({len(train_x)} training "
+        "examples); use more training examples or a larger val_fraction, "
+        "or pass a single L2 value to skip the search."
+      )
     fit_w = train.weights(fit_idx)
     init = params
     for l2 in grid:
@@ -229,6 +293,11 @@ def linear_probe(
   params, iterations = fit(train.weights(), best, params)
   test = _Data(test_x, test_y, mesh, train.moments)
   top1, top5 = accuracy(params, test)
-  return {"top1": top1, "top5": top5, "l2": best,
-          "val_top1": best_acc, "val_top1_by_l2": by_l2,
-          "iterations": int(iterations)}
+  return {
+    "top1": top1,
+    "top5": top5,
+    "l2": best,
+    "val_top1": best_acc,
+    "val_top1_by_l2": by_l2,
+    "iterations": int(iterations),
+  }

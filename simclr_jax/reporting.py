@@ -36,8 +36,14 @@ class Reporter:
   first interval also holds compilation, so its ETA is pessimistic).
   """
 
-  def __init__(self, workdir: str, *, total_steps: int, batch_size: int,
-               start_step: int = 0):
+  def __init__(
+    self,
+    workdir: str,
+    *,
+    total_steps: int,
+    batch_size: int,
+    start_step: int = 0,
+  ):
     self.is_main = jax.process_index() == 0
     self.total_steps = total_steps
     self.batch_size = batch_size
@@ -47,6 +53,7 @@ class Reporter:
       # clu pulls in TensorFlow; importing it here keeps `simclr_jax.plots`
       # (which only needs METRICS_FILE) quick to start.
       from clu import metric_writers  # pylint: disable=g-import-not-at-top
+
       self._writer = metric_writers.SummaryWriter(workdir)
       self._metrics_path = os.path.join(workdir, METRICS_FILE)
     self._last_step = start_step
@@ -69,8 +76,13 @@ class Reporter:
     self._write(step, scalars, now)
     pct = 100.0 * step / max(self.total_steps, 1)
     parts = [f"step {step}/{self.total_steps} ({pct:4.1f}%)"]
-    for key in ("contrastive_loss", "contrast_acc", "contrast_entropy",
-                "probe_acc", "learning_rate"):
+    for key in (
+      "contrastive_loss",
+      "contrast_acc",
+      "contrast_entropy",
+      "probe_acc",
+      "learning_rate",
+    ):
       if key in metrics:
         parts.append(f"{key} {metrics[key]:.4g}")
     if self._rate:

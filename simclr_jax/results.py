@@ -32,34 +32,56 @@ import ml_collections
 
 SCHEMA_VERSION = 1
 FILENAME = "results.json"
-KEYS = ("schema_version", "mode", "metrics", "checkpoint", "dataset",
-        "config", "time_s", "details", "created")
+KEYS = (
+  "schema_version",
+  "mode",
+  "metrics",
+  "checkpoint",
+  "dataset",
+  "config",
+  "time_s",
+  "details",
+  "created",
+)
 
 
 def dataset_summary(data_cfg: Any, info: Any) -> dict[str, Any]:
   """The `dataset` entry from a data.DataConfig and its data.DatasetInfo."""
-  return {"source": data_cfg.source, "name": data_cfg.name,
-          "train_split": data_cfg.train_split,
-          "eval_split": data_cfg.eval_split, "num_train": info.num_train,
-          "num_eval": info.num_eval, "num_classes": info.num_classes}
+  return {
+    "source": data_cfg.source,
+    "name": data_cfg.name,
+    "train_split": data_cfg.train_split,
+    "eval_split": data_cfg.eval_split,
+    "num_train": info.num_train,
+    "num_eval": info.num_eval,
+    "num_classes": info.num_classes,
+  }
 
 
-def make(*, mode: str, metrics: Mapping[str, Any], checkpoint_dir: str,
-         step: int, dataset: Mapping[str, Any],
-         config: ml_collections.ConfigDict, time_s: float,
-         details: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def make(
+  *,
+  mode: str,
+  metrics: Mapping[str, Any],
+  checkpoint_dir: str,
+  step: int,
+  dataset: Mapping[str, Any],
+  config: ml_collections.ConfigDict,
+  time_s: float,
+  details: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
   """Builds the results dict in the schema above."""
   return {
-      "schema_version": SCHEMA_VERSION,
-      "mode": mode,
-      "metrics": dict(metrics),
-      "checkpoint": {"dir": os.path.abspath(checkpoint_dir), "step": int(step)},
-      "dataset": dict(dataset),
-      "config": json.loads(config.to_json_best_effort()),
-      "time_s": round(float(time_s), 1),
-      "details": dict(details or {}),
-      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
-          timespec="seconds"),
+    "schema_version": SCHEMA_VERSION,
+    "mode": mode,
+    "metrics": dict(metrics),
+    "checkpoint": {"dir": os.path.abspath(checkpoint_dir), "step": int(step)},
+    "dataset": dict(dataset),
+    "config": json.loads(config.to_json_best_effort()),
+    "time_s": round(float(time_s), 1),
+    "details": dict(details or {}),
+    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+      timespec="seconds"
+    ),
   }
 
 

@@ -26,14 +26,19 @@ from simclr_jax.train_state import TrainState
 DATA_AXIS = "data"
 
 
-def make_train_step(*, model: Any, tx: optax.GradientTransformation,
-                    view_cfgs: tuple[augment.AugmentConfig,
-                                     augment.AugmentConfig],
-                    temperature: float,
-                    hidden_norm: bool, mesh: Mesh,
-                    schedule: optax.Schedule, num_classes: int,
-                    chunk_size: int = 0, global_bn: bool = True,
-                    ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+def make_train_step(
+  *,
+  model: Any,
+  tx: optax.GradientTransformation,
+  view_cfgs: tuple[augment.AugmentConfig, augment.AugmentConfig],
+  temperature: float,
+  hidden_norm: bool,
+  mesh: Mesh,
+  schedule: optax.Schedule,
+  num_classes: int,
+  chunk_size: int = 0,
+  global_bn: bool = True,
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """Returns the jitted, state-donating step (state, batch) -> (state, metrics).
 
   `chunk_size` > 0 computes NT-Xent in candidate blocks (losses.nt_xent);
@@ -49,17 +54,25 @@ def make_train_step(*, model: Any, tx: optax.GradientTransformation,
     n = images.shape[0]
     step_key = jax.random.fold_in(state.rng, state.step)
     x = jax.lax.with_sharding_constraint(
-        views.two_views(step_key, images, view_cfgs), data)
+      views.two_views(step_key, images, view_cfgs), data
+    )
 
     def loss_fn(params):
       out, mutated = forward(
-          {"params": params, "batch_stats": state.batch_stats}, x)
+        {"params": params, "batch_stats": state.batch_stats}, x
+      )
       z = out["projection"].reshape(n, 2, -1)
       z1 = jax.lax.with_sharding_constraint(z[:, 0], data)
       z2 = jax.lax.with_sharding_constraint(z[:, 1], data)
       loss, metrics = losses.sharded_nt_xent(
-          z1, z2, mesh=mesh, temperature=temperature, hidden_norm=hidden_norm,
-          axis=DATA_AXIS, chunk_size=chunk_size)
+        z1,
+        z2,
+        mesh=mesh,
+        temperature=temperature,
+        hidden_norm=hidden_norm,
+        axis=DATA_AXIS,
+        chunk_size=chunk_size,
+      )
       metrics = dict(metrics, contrastive_loss=loss)
       total = loss
       if num_classes:
@@ -69,31 +82,53 @@ def make_train_step(*, model: Any, tx: optax.GradientTransformation,
       return total, (metrics, mutated["batch_stats"])
 
     grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(
-        state.params)
-    return apply_gradients(state, grads, batch_stats, tx=tx,
-                           schedule=schedule, metrics=metrics)
+      state.params
+    )
+    return apply_gradients(
+      state, grads, batch_stats, tx=tx, schedule=schedule, metrics=metrics
+    )
 
-  return jax.jit(step, in_shardings=(replicated, data),
-                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+  return jax.jit(
+    step,
+    in_shardings=(replicated, data),
+    out_shardings=(replicated, replicated),
+    donate_argnums=(0,),
+  )
 
 
-def apply_gradients(state: TrainState, grads: Any, batch_stats: Any, *,
-                    tx: optax.GradientTransformation,
-                    schedule: optax.Schedule,
-                    metrics: dict) -> tuple[TrainState, dict]:
+def apply_gradients(
+  state: TrainState,
+  grads: Any,
+  batch_stats: Any,
+  *,
+  tx: optax.GradientTransformation,
+  schedule: optax.Schedule,
+  metrics: dict,
+) -> tuple[TrainState, dict]:
   """The optimiser update shared by pretraining and fine-tuning: applies
   `grads`, stores the new BN statistics, advances the step, and adds the
   learning rate and gradient norm to `metrics`."""
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = dict(metrics, learning_rate=schedule(state.step),
-                 grad_norm=optax.tree.norm(grads))
-  return state.replace(step=state.step + 1, params=params,
-                       batch_stats=batch_stats, opt_state=opt_state), metrics
+  metrics = dict(
+    metrics,
+    learning_rate=schedule(state.step),
+    grad_norm=optax.tree.norm(grads),
+  )
+  return state.replace(
+    step=state.step + 1,
+    params=params,
+    batch_stats=batch_stats,
+    opt_state=opt_state,
+  ), metrics
 
 
-def forward_fn(model: Any, mesh: Mesh, *, global_bn: bool = True,
-               ) -> Callable[[dict, jnp.ndarray], tuple[dict, dict]]:
+def forward_fn(
+  model: Any,
+  mesh: Mesh,
+  *,
+  global_bn: bool = True,
+) -> Callable[[dict, jnp.ndarray], tuple[dict, dict]]:
   """Training-mode forward pass (variables, x) -> (outputs, {'batch_stats'}).
 
   With `global_bn` the model runs under jit on the globally sharded batch, so
@@ -105,25 +140,33 @@ def forward_fn(model: Any, mesh: Mesh, *, global_bn: bool = True,
   of the replicated `params` input either way.
   """
   if global_bn:
-    return lambda variables, x: model.apply(variables, x, train=True,
-                                            mutable=["batch_stats"])
+    return lambda variables, x: model.apply(
+      variables, x, train=True, mutable=["batch_stats"]
+    )
 
   def local(variables, x):
-    out, mutated = model.apply(variables, x, train=True,
-                               mutable=["batch_stats"])
+    out, mutated = model.apply(
+      variables, x, train=True, mutable=["batch_stats"]
+    )
     return out, jax.lax.pmean(mutated, DATA_AXIS)
 
-  return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(DATA_AXIS)),
-                       out_specs=(P(DATA_AXIS), P()))
+  return jax.shard_map(
+    local,
+    mesh=mesh,
+    in_specs=(P(), P(DATA_AXIS)),
+    out_specs=(P(DATA_AXIS), P()),
+  )
 
 
-def _probe_loss(logits: jnp.ndarray,
-                labels: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+def _probe_loss(
+  logits: jnp.ndarray, labels: jnp.ndarray
+) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Cross-entropy and accuracy of the online probe; label -1 = unlabelled."""
   valid = (labels >= 0).astype(jnp.float32)
   safe = jnp.maximum(labels, 0)
   ce = optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), safe)
+    logits.astype(jnp.float32), safe
+  )
   count = jnp.maximum(valid.sum(), 1.0)
   acc = ((jnp.argmax(logits, -1) == safe) * valid).sum() / count
   return (ce * valid).sum() / count, acc

@@ -22,34 +22,42 @@ from simclr_jax.errors import UserError
 # name -> ((blur_prob, solarize_prob) of view 1, same for view 2);
 # "" keeps the configured values for both views.
 ASYMMETRIC_VIEWS: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
-    "byol": ((1.0, 0.0), (0.1, 0.2)),
+  "byol": ((1.0, 0.0), (0.1, 0.2)),
 }
 
 
-def view_configs(config: augment.AugmentConfig, asymmetric: str = "",
-                 ) -> tuple[augment.AugmentConfig, augment.AugmentConfig]:
+def view_configs(
+  config: augment.AugmentConfig,
+  asymmetric: str = "",
+) -> tuple[augment.AugmentConfig, augment.AugmentConfig]:
   """The augmentation settings of view 1 and view 2."""
   if not asymmetric:
     return config, config
   if asymmetric not in ASYMMETRIC_VIEWS:
-    raise UserError(f"config.augment.asymmetric={asymmetric!r} is unknown; "
-                    f"use '' (symmetric, the reference) or one of "
-                    f"{', '.join(repr(k) for k in ASYMMETRIC_VIEWS)}.")
-  return tuple(dataclasses.replace(config, blur_prob=blur, solarize_prob=sol)
-               for blur, sol in ASYMMETRIC_VIEWS[asymmetric])
+    raise UserError(
+      f"config.augment.asymmetric={asymmetric!r} is unknown; "
+      f"use '' (symmetric, the reference) or one of "
+      f"{', '.join(repr(k) for k in ASYMMETRIC_VIEWS)}."
+    )
+  return tuple(
+    dataclasses.replace(config, blur_prob=blur, solarize_prob=sol)
+    for blur, sol in ASYMMETRIC_VIEWS[asymmetric]
+  )
 
 
 def example_keys(step_key: jax.Array, num_examples: int) -> jax.Array:
   """One key per (example, view): shape (N, 2, ...), from global indices."""
+
   def per_example(i):
     return jax.random.split(jax.random.fold_in(step_key, i))
+
   return jax.vmap(per_example)(jnp.arange(num_examples))
 
 
-def batch_blur_sigmas(step_key: jax.Array,
-                      configs: tuple[augment.AugmentConfig,
-                                     augment.AugmentConfig],
-                      ) -> tuple[jnp.ndarray | None, jnp.ndarray | None]:
+def batch_blur_sigmas(
+  step_key: jax.Array,
+  configs: tuple[augment.AugmentConfig, augment.AugmentConfig],
+) -> tuple[jnp.ndarray | None, jnp.ndarray | None]:
   """The sigma each view shares over the global batch, None per image.
 
   Drawn from `augment.batch_key(step_key)` split like an example's key, so
@@ -58,14 +66,18 @@ def batch_blur_sigmas(step_key: jax.Array,
   """
   keys = jax.random.split(augment.batch_key(step_key))
   return tuple(
-      augment.sample_blur_sigma(keys[v])
-      if c.blur_prob > 0 and c.blur_sigma == "per_batch" else None
-      for v, c in enumerate(configs))
+    augment.sample_blur_sigma(keys[v])
+    if c.blur_prob > 0 and c.blur_sigma == "per_batch"
+    else None
+    for v, c in enumerate(configs)
+  )
 
 
-def two_views(step_key: jax.Array, images: jnp.ndarray,
-              configs: tuple[augment.AugmentConfig, augment.AugmentConfig],
-              ) -> jnp.ndarray:
+def two_views(
+  step_key: jax.Array,
+  images: jnp.ndarray,
+  configs: tuple[augment.AugmentConfig, augment.AugmentConfig],
+) -> jnp.ndarray:
   """(N,H,W,3) uint8 -> (2N,S,S,3) float32, rows [x0v1, x0v2, x1v1, ...].
 
   Interleaving keeps each example's two views on the same device, so the
@@ -75,8 +87,13 @@ def two_views(step_key: jax.Array, images: jnp.ndarray,
   n = images.shape[0]
   keys = example_keys(step_key, n)
   sigmas = batch_blur_sigmas(step_key, configs)
-  views = [jax.vmap(lambda k, im, c=c, s=s: augment.augment_image(
-      k, im, config=c, batch_sigma=s))(keys[:, v], images)
-           for v, (c, s) in enumerate(zip(configs, sigmas))]
-  stacked = jnp.stack(views, axis=1)                  # (N, 2, S, S, 3)
+  views = [
+    jax.vmap(
+      lambda k, im, c=c, s=s: augment.augment_image(
+        k, im, config=c, batch_sigma=s
+      )
+    )(keys[:, v], images)
+    for v, (c, s) in enumerate(zip(configs, sigmas))
+  ]
+  stacked = jnp.stack(views, axis=1)  # (N, 2, S, S, 3)
   return stacked.reshape((2 * n,) + stacked.shape[2:])

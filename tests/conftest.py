@@ -7,7 +7,7 @@ import shutil
 import tempfile
 
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+  os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -20,9 +20,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # it when the run ends.
 if "SIMCLR_TEST_JAX_CACHE" not in os.environ:
   os.environ["SIMCLR_TEST_JAX_CACHE"] = tempfile.mkdtemp(
-      prefix="simclr_jax_test_cache_")
-  atexit.register(shutil.rmtree, os.environ["SIMCLR_TEST_JAX_CACHE"],
-                  ignore_errors=True)
+    prefix="simclr_jax_test_cache_"
+  )
+  atexit.register(
+    shutil.rmtree, os.environ["SIMCLR_TEST_JAX_CACHE"], ignore_errors=True
+  )
 os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["SIMCLR_TEST_JAX_CACHE"]
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
@@ -66,31 +68,42 @@ import functools  # noqa: E402
 @functools.lru_cache(maxsize=None)
 def _jitted_augment(config):
   from simclr_jax import augment  # pylint: disable=import-outside-toplevel
+
   return jax.jit(functools.partial(augment.simclr_augment, config=config))
 
 
 @pytest.fixture(scope="session")
 def augment_off() -> dict:
   """AugmentConfig fields with every random op off; tests turn one on."""
-  return dict(crop=False, flip=False, color_jitter_strength=0.0,
-              color_jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0,
-              solarize_prob=0.0)
+  return dict(
+    crop=False,
+    flip=False,
+    color_jitter_strength=0.0,
+    color_jitter_prob=0.0,
+    grayscale_prob=0.0,
+    blur_prob=0.0,
+    solarize_prob=0.0,
+  )
 
 
 @pytest.fixture(scope="session")
 def run_augment():
   """run(config, images, seed=0): one jitted `simclr_augment` view as numpy,
   compiled once per config for the whole session."""
+
   def run(config, images, seed=0):
     return np.asarray(_jitted_augment(config)(jax.random.key(seed), images))
+
   return run
 
 
 @pytest.fixture(scope="session")
 def random_uint8():
   """random_uint8(shape, seed=0): uniform uint8 test images."""
+
   def make(shape, seed=0):
     return np.random.RandomState(seed).randint(0, 256, shape).astype(np.uint8)
+
   return make
 
 
@@ -102,11 +115,15 @@ def small_model_factory():
 
   def make(dtype=jnp.float32, num_layers: int = 2, num_classes: int = 10):
     return SimCLRModel(
-        backbone=ResNet(depth=18, width_multiplier=0.25, cifar_stem=True,
-                        dtype=dtype),
-        projection_head=ProjectionHead(num_layers=num_layers, out_dim=16,
-                                       dtype=dtype),
-        num_classes=num_classes)
+      backbone=ResNet(
+        depth=18, width_multiplier=0.25, cifar_stem=True, dtype=dtype
+      ),
+      projection_head=ProjectionHead(
+        num_layers=num_layers, out_dim=16, dtype=dtype
+      ),
+      num_classes=num_classes,
+    )
+
   return make
 
 
@@ -120,8 +137,9 @@ def model_images():
 def small_model(small_model_factory, model_images):
   """(model, variables) of the default small model, initialised once."""
   model = small_model_factory()
-  variables = jax.jit(lambda x: model.init(
-      jax.random.key(0, impl="rbg"), x, train=False))(model_images)
+  variables = jax.jit(
+    lambda x: model.init(jax.random.key(0, impl="rbg"), x, train=False)
+  )(model_images)
   return model, variables
 
 
@@ -140,6 +158,7 @@ def tiny_run(tmp_path_factory) -> str:
   test session (per xdist worker); tests copy it before changing it."""
   import helpers
   from simclr_jax import train
+
   workdir = str(tmp_path_factory.getbasetemp() / "shared_tiny_run")
   train.train_and_evaluate(helpers.tiny_run_config(), workdir)
   return workdir

@@ -12,10 +12,13 @@ from simclr_jax import defaults
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = [
-    "--config.data.image_size=16", "--config.model.width_multiplier=0.125",
-    "--config.data.builtin_train_examples=64",
-    "--config.data.builtin_eval_examples=32", "--config.batch_size=32",
-    "--config.train_steps=1", "--config.eval.enabled=False",
+  "--config.data.image_size=16",
+  "--config.model.width_multiplier=0.125",
+  "--config.data.builtin_train_examples=64",
+  "--config.data.builtin_eval_examples=32",
+  "--config.batch_size=32",
+  "--config.train_steps=1",
+  "--config.eval.enabled=False",
 ]
 
 
@@ -25,23 +28,31 @@ TINY = [
 # programs and share them through the test run's compilation cache
 # (conftest.py).
 TINY_RUN = [
-    "--config.train_steps=2", "--config.batch_size=16",
-    "--config.model.depth=18", "--config.model.width_multiplier=0.0625",
-    "--config.data.image_size=16", "--config.data.builtin_train_examples=32",
-    "--config.data.builtin_eval_examples=16", "--config.eval.enabled=False",
-    "--config.optim.warmup_epochs=0",
+  "--config.train_steps=2",
+  "--config.batch_size=16",
+  "--config.model.depth=18",
+  "--config.model.width_multiplier=0.0625",
+  "--config.data.image_size=16",
+  "--config.data.builtin_train_examples=32",
+  "--config.data.builtin_eval_examples=16",
+  "--config.eval.enabled=False",
+  "--config.optim.warmup_epochs=0",
 ]
 # Downstream runs of one or two steps on that model.
 TINY_DOWNSTREAM = [
-    "--config.eval.batch_size=16", "--config.eval.probe_max_iters=10",
-    "--config.linear_eval.epochs=1", "--config.linear_eval.batch_size=16",
-    "--config.finetune.epochs=1", "--config.finetune.batch_size=16",
-    "--config.linear_eval.val_fraction=0.25",  # >= 1 per class of 3 or 4
+  "--config.eval.batch_size=16",
+  "--config.eval.probe_max_iters=10",
+  "--config.linear_eval.epochs=1",
+  "--config.linear_eval.batch_size=16",
+  "--config.finetune.epochs=1",
+  "--config.finetune.batch_size=16",
+  "--config.linear_eval.val_fraction=0.25",  # >= 1 per class of 3 or 4
 ]
 
 
-def run_cli(*args, devices=1, cwd=ROOT, env=None, module="simclr_jax.main",
-            timeout=300):
+def run_cli(
+  *args, devices=1, cwd=ROOT, env=None, module="simclr_jax.main", timeout=300
+):
   """`python -m module args` on `devices` CPU devices; `env` adds to (or,
   with None values, removes from) this process's environment."""
   full = dict(os.environ)
@@ -53,8 +64,13 @@ def run_cli(*args, devices=1, cwd=ROOT, env=None, module="simclr_jax.main",
     else:
       full[key] = value
   return subprocess.run(
-      [sys.executable, "-m", module, *args], cwd=cwd, env=full,
-      capture_output=True, text=True, timeout=timeout)
+    [sys.executable, "-m", module, *args],
+    cwd=cwd,
+    env=full,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
 
 
 def assert_one_line_error(proc, *fragments):
@@ -109,5 +125,11 @@ def tiny_run_config():
 
 def snapshot(path):
   """{file: (mtime, size)} under path, to show a run directory unchanged."""
-  return {p: (os.path.getmtime(os.path.join(d, p)), os.path.getsize(
-      os.path.join(d, p))) for d, _, files in os.walk(path) for p in files}
+  return {
+    p: (
+      os.path.getmtime(os.path.join(d, p)),
+      os.path.getsize(os.path.join(d, p)),
+    )
+    for d, _, files in os.walk(path)
+    for p in files
+  }

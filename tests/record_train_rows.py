@@ -21,8 +21,9 @@ _train_batches = data.train_batches
 def _recorded(*args, **kwargs):
   path = os.environ["SIMCLR_ROWS_FILE"]
   for batch in _train_batches(*args, **kwargs):
-    digests = [hashlib.sha1(image.tobytes()).hexdigest()[:16]
-               for image in batch["image"]]
+    digests = [
+      hashlib.sha1(image.tobytes()).hexdigest()[:16] for image in batch["image"]
+    ]
     with open(path, "a", encoding="utf-8") as f:
       f.write(json.dumps(digests) + "\n")
     yield batch

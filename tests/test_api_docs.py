@@ -28,14 +28,17 @@ _FLAX_EXTRA = ("parent", "name")
 def _blocks(language: str) -> list[tuple[int, str]]:
   """(line number, source) of every fenced block in the given language."""
   text = API_MD.read_text()
-  return [(text.count("\n", 0, m.start()) + 1, m.group(2))
-          for m in _FENCE.finditer(text) if m.group(1) == language]
+  return [
+    (text.count("\n", 0, m.start()) + 1, m.group(2))
+    for m in _FENCE.finditer(text)
+    if m.group(1) == language
+  ]
 
 
 def _heading_before(line: int) -> str:
   """The last Markdown heading (outside code fences) before `line`."""
   heading, in_fence = "top", False
-  for text in API_MD.read_text().splitlines()[:line - 1]:
+  for text in API_MD.read_text().splitlines()[: line - 1]:
     if text.startswith("```"):
       in_fence = not in_fence
     elif text.startswith("#") and not in_fence:
@@ -52,8 +55,10 @@ def test_the_doc_has_examples_and_signatures():
 
 
 @pytest.mark.parametrize(
-    "line, source", _PYTHON,
-    ids=[f"line{line}_{_heading_before(line)}" for line, _ in _PYTHON])
+  "line, source",
+  _PYTHON,
+  ids=[f"line{line}_{_heading_before(line)}" for line, _ in _PYTHON],
+)
 def test_python_example_runs(line, source):
   # Leading newlines make tracebacks point at the right line of api.md.
   code = compile("\n" * line + source, str(API_MD), "exec")
@@ -70,8 +75,11 @@ def _signatures() -> list[str]:
     for raw in source.splitlines():
       if re.match(r"simclr_jax\.[\w.]+\(", raw):
         entries.append(raw.strip())
-      elif entries and raw.startswith(" ") and entries[-1].count(
-          "(") > entries[-1].count(")"):
+      elif (
+        entries
+        and raw.startswith(" ")
+        and entries[-1].count("(") > entries[-1].count(")")
+      ):
         entries[-1] += " " + raw.strip()
   return entries
 
@@ -109,8 +117,11 @@ def _documented(entry: str) -> tuple[str, list[tuple[str, str, object]]]:
   positional = args.posonlyargs + args.args
   defaults = [None] * (len(positional) - len(args.defaults)) + args.defaults
   for i, (arg, default) in enumerate(zip(positional, defaults)):
-    kind = ("POSITIONAL_ONLY" if i < len(args.posonlyargs)
-            else "POSITIONAL_OR_KEYWORD")
+    kind = (
+      "POSITIONAL_ONLY"
+      if i < len(args.posonlyargs)
+      else "POSITIONAL_OR_KEYWORD"
+    )
     params.append((arg.arg, kind, default))
   if args.vararg:
     params.append((args.vararg.arg, "VAR_POSITIONAL", None))
@@ -134,8 +145,9 @@ def _actual(obj) -> list[inspect.Parameter]:
 _SIGNATURES = _signatures()
 
 
-@pytest.mark.parametrize("entry", _SIGNATURES,
-                         ids=[e.partition("(")[0] for e in _SIGNATURES])
+@pytest.mark.parametrize(
+  "entry", _SIGNATURES, ids=[e.partition("(")[0] for e in _SIGNATURES]
+)
 def test_documented_signature_matches_code(entry):
   name, documented = _documented(entry)
   obj = _resolve(name)
@@ -148,9 +160,11 @@ def test_documented_signature_matches_code(entry):
     assert kind == param.kind.name, (name, p_name, kind, param.kind.name)
     if default is None:
       assert param.default is inspect.Parameter.empty, (
-          f"{name}: {p_name} has a default in the code but not in the doc")
+        f"{name}: {p_name} has a default in the code but not in the doc"
+      )
       continue
     assert param.default is not inspect.Parameter.empty, (
-        f"{name}: {p_name} has a default in the doc but not in the code")
+      f"{name}: {p_name} has a default in the doc but not in the code"
+    )
     value = eval(compile(ast.Expression(default), "<doc>", "eval"), scope)  # pylint: disable=eval-used
     assert value == param.default, (name, p_name, value, param.default)

@@ -11,14 +11,19 @@ from simclr_jax import augment
 AugmentConfig = augment.AugmentConfig
 
 
-@pytest.mark.parametrize("mode, lo, hi", [("multiplicative", 0.3, 0.7),
-                                          ("additive", 0.1, 0.9)])
-def test_brightness_range_and_jitter_probability(mode, lo, hi, run_augment,
-                                                 augment_off):
+@pytest.mark.parametrize(
+  "mode, lo, hi", [("multiplicative", 0.3, 0.7), ("additive", 0.1, 0.9)]
+)
+def test_brightness_range_and_jitter_probability(
+  mode, lo, hi, run_augment, augment_off
+):
   # On a flat grey image contrast, saturation and hue are no-ops, so only
   # brightness shows: 0.5 * U[0.6, 1.4] or 0.5 + U[-0.4, 0.4] at s = 0.5.
-  config = AugmentConfig(8, **dict(augment_off, color_jitter_strength=0.5,
-                                   color_jitter_prob=0.8), brightness=mode)
+  config = AugmentConfig(
+    8,
+    **dict(augment_off, color_jitter_strength=0.5, color_jitter_prob=0.8),
+    brightness=mode,
+  )
   out = run_augment(config, np.full((512, 8, 8, 3), 0.5, np.float32))
   values = out.reshape(512, -1)
   np.testing.assert_allclose(values, values[:, :1].repeat(192, 1), atol=1e-6)
@@ -31,8 +36,9 @@ def test_brightness_range_and_jitter_probability(mode, lo, hi, run_augment,
 
 def test_jitter_parameter_ranges_and_random_order():
   keys = jax.random.split(jax.random.key(0), 4096)
-  sample = jax.jit(jax.vmap(lambda k: augment._sample_color_jitter(
-      k, 1.0, "multiplicative")))
+  sample = jax.jit(
+    jax.vmap(lambda k: augment._sample_color_jitter(k, 1.0, "multiplicative"))
+  )
   orders, params = map(np.asarray, sample(keys))
   assert (np.sort(orders, axis=1) == np.arange(4)).all()
   assert len({tuple(o) for o in orders}) == 24
@@ -59,20 +65,27 @@ def test_color_jitter_applies_ops_in_given_order():
   @jax.jit
   def expected_and_got(image, params):
     b, c, s, h = params
-    ops = {0: lambda x: x * b, 1: lambda x: pix.adjust_contrast(x, c),
-           2: lambda x: pix.adjust_saturation(x, s),
-           3: lambda x: pix.adjust_hue(x, h)}
+    ops = {
+      0: lambda x: x * b,
+      1: lambda x: pix.adjust_contrast(x, c),
+      2: lambda x: pix.adjust_saturation(x, s),
+      3: lambda x: pix.adjust_hue(x, h),
+    }
     pairs = []
     for order in orders:
       expected = image
       for op in order:
         expected = _clip(ops[op](expected))
-      got = augment._color_jitter(image, jnp.array(order), params,
-                                  "multiplicative")
+      got = augment._color_jitter(
+        image, jnp.array(order), params, "multiplicative"
+      )
       pairs.append((expected, got))
-    additive = augment._color_jitter(image, jnp.array([0, 1, 2, 3]),
-                                     jnp.array([-0.2, 1.0, 1.0, 0.0]),
-                                     "additive")
+    additive = augment._color_jitter(
+      image,
+      jnp.array([0, 1, 2, 3]),
+      jnp.array([-0.2, 1.0, 1.0, 0.0]),
+      "additive",
+    )
     return pairs, additive
 
   pairs, additive = expected_and_got(image, params)
@@ -84,30 +97,43 @@ def test_color_jitter_applies_ops_in_given_order():
 
 def test_grayscale_and_its_probability(run_augment, augment_off):
   images = np.random.RandomState(2).rand(512, 8, 8, 3).astype(np.float32)
-  out = run_augment(AugmentConfig(8, **dict(augment_off, grayscale_prob=0.2)),
-                    images)
+  out = run_augment(
+    AugmentConfig(8, **dict(augment_off, grayscale_prob=0.2)), images
+  )
   gray = np.all(np.ptp(out, axis=-1) == 0, axis=(1, 2))
   assert 0.13 < gray.mean() < 0.27
   np.testing.assert_allclose(
-      out[gray], pix.rgb_to_grayscale(images[gray], keep_dims=True), atol=1e-6)
+    out[gray], pix.rgb_to_grayscale(images[gray], keep_dims=True), atol=1e-6
+  )
   np.testing.assert_array_equal(out[~gray], images[~gray])
 
 
-def test_grayscale_coin_is_independent_of_the_jitter_coin(run_augment,
-                                                          augment_off):
+def test_grayscale_coin_is_independent_of_the_jitter_coin(
+  run_augment, augment_off
+):
   # Jitter p 0.8 then grayscale p 0.2 with their own coins: the four
   # (jittered?, gray?) cells have probabilities 0.8/0.2 products.
   n = 4000
   images = np.random.RandomState(9).rand(n, 8, 8, 3).astype(np.float32)
-  config = AugmentConfig(8, **dict(augment_off, color_jitter_strength=1.0,
-                                   color_jitter_prob=0.8, grayscale_prob=0.2))
+  config = AugmentConfig(
+    8,
+    **dict(
+      augment_off,
+      color_jitter_strength=1.0,
+      color_jitter_prob=0.8,
+      grayscale_prob=0.2,
+    ),
+  )
   out = run_augment(config, images, seed=3)
   # Gray: the three channels are equal (a jittered colour image never is).
   gray = np.ptp(out, axis=-1).max(axis=(1, 2)) < 1e-6
   # Not jittered: the output is the input, or its grayscale, exactly; four
   # continuous jitter parameters all within 1e-5 of identity never happen.
-  untouched = np.where(gray[:, None, None, None],
-                       pix.rgb_to_grayscale(images, keep_dims=True), images)
+  untouched = np.where(
+    gray[:, None, None, None],
+    pix.rgb_to_grayscale(images, keep_dims=True),
+    images,
+  )
   jittered = np.abs(out - untouched).max(axis=(1, 2, 3)) > 1e-5
   for j, g in ((True, True), (True, False), (False, True), (False, False)):
     p = (0.8 if j else 0.2) * (0.2 if g else 0.8)
@@ -119,7 +145,9 @@ def test_grayscale_coin_is_independent_of_the_jitter_coin(run_augment,
 
 def test_solarize(run_augment, augment_off):
   images = np.random.RandomState(5).rand(4, 16, 16, 3).astype(np.float32)
-  out = run_augment(AugmentConfig(16, **dict(augment_off, solarize_prob=1.0)),
-                    images)
-  np.testing.assert_allclose(out, np.where(images < 0.5, images, 1 - images),
-                             atol=1e-7)
+  out = run_augment(
+    AugmentConfig(16, **dict(augment_off, solarize_prob=1.0)), images
+  )
+  np.testing.assert_allclose(
+    out, np.where(images < 0.5, images, 1 - images), atol=1e-7
+  )

@@ -17,30 +17,45 @@ AugmentConfig = augment.AugmentConfig
 
 @functools.lru_cache(maxsize=None)
 def _boxes(config, height, width, n=20000, seed=0):
-  fn = jax.jit(jax.vmap(lambda k: augment.sample_crop_box(
-      k, height, width, config=config)))
+  fn = jax.jit(
+    jax.vmap(lambda k: augment.sample_crop_box(k, height, width, config=config))
+  )
   boxes = np.asarray(fn(jax.random.split(jax.random.key(seed), n)))
   return boxes.T  # y, x, h, w
 
 
-@pytest.mark.parametrize("sampler, out_size", [("reference", 32),
-                                               ("torchvision", 48)])
-def test_full_area_crop_returns_resized_input(sampler, out_size, run_augment,
-                                              augment_off):
-  config = AugmentConfig(out_size, **dict(augment_off, crop=True),
-                         crop_area=(1.0, 1.0), crop_aspect=(1.0, 1.0),
-                         crop_sampler=sampler)
+@pytest.mark.parametrize(
+  "sampler, out_size", [("reference", 32), ("torchvision", 48)]
+)
+def test_full_area_crop_returns_resized_input(
+  sampler, out_size, run_augment, augment_off
+):
+  config = AugmentConfig(
+    out_size,
+    **dict(augment_off, crop=True),
+    crop_area=(1.0, 1.0),
+    crop_aspect=(1.0, 1.0),
+    crop_sampler=sampler,
+  )
   images = np.random.RandomState(0).rand(4, 32, 32, 3).astype(np.float32)
-  expected = images if out_size == 32 else jax.image.resize(
-      images, (4, out_size, out_size, 3), "cubic", antialias=False)
-  np.testing.assert_allclose(run_augment(config, images),
-                             np.clip(expected, 0, 1), atol=1e-5)
+  expected = (
+    images
+    if out_size == 32
+    else jax.image.resize(
+      images, (4, out_size, out_size, 3), "cubic", antialias=False
+    )
+  )
+  np.testing.assert_allclose(
+    run_augment(config, images), np.clip(expected, 0, 1), atol=1e-5
+  )
 
 
 # Partial, non-square boxes off the centre (y != x, h != w), at least two
 # pixels inside the 48 x 64 image, so every bicubic tap lands in the image.
-_BOXES = [pytest.param((9, 17, 20, 27), 40, id="upsample"),
-          pytest.param((5, 11, 37, 44), 16, id="downsample")]
+_BOXES = [
+  pytest.param((9, 17, 20, 27), 40, id="upsample"),
+  pytest.param((5, 11, 37, 44), 16, id="downsample"),
+]
 
 
 def _inner(n, size):
@@ -53,19 +68,22 @@ def _inner(n, size):
 def test_resize_box_is_slice_then_resize_away_from_box_edges(box, size):
   image = np.random.RandomState(1).rand(48, 64, 3).astype(np.float32)
   y, x, h, w = box
-  got = np.asarray(jax.jit(crops.resize_box, static_argnums=2)(
-      image, jnp.array(box, jnp.float32), size))
+  got = np.asarray(
+    jax.jit(crops.resize_box, static_argnums=2)(
+      image, jnp.array(box, jnp.float32), size
+    )
+  )
   # The reference: crop_to_bounding_box, then resize that patch alone.
   patch = tf.image.crop_to_bounding_box(image, y, x, h, w)
   tf_view = tf.image.resize(patch[None], [size, size], method="bicubic")[0]
-  jax_view = jax.image.resize(image[y:y + h, x:x + w], (size, size, 3),
-                              "cubic", antialias=False)
+  jax_view = jax.image.resize(
+    image[y : y + h, x : x + w], (size, size, 3), "cubic", antialias=False
+  )
   inner = _inner(h, size)[:, None] & _inner(w, size)[None, :]
   assert inner.mean() > 0.5
   # TF quantises the cubic weights (a 1024-entry table): ~6e-4 at most.
   np.testing.assert_allclose(got[inner], tf_view.numpy()[inner], atol=2e-3)
-  np.testing.assert_allclose(got[inner], np.asarray(jax_view)[inner],
-                             atol=1e-5)
+  np.testing.assert_allclose(got[inner], np.asarray(jax_view)[inner], atol=1e-5)
   # D3: only the band of output pixels whose taps leave the box differs
   # (we read the image just outside the box, TF drops those taps).
   differs = np.abs(got - tf_view.numpy()).max(axis=-1) > 2e-3
@@ -82,8 +100,11 @@ def test_resize_box_is_exact_on_a_linear_ramp(box, size):
   rows, cols = np.mgrid[0:48, 0:64].astype(np.float32)
   ramp = a * rows[..., None] + b * cols[..., None] + offset
   y, x, h, w = box
-  got = np.asarray(jax.jit(crops.resize_box, static_argnums=2)(
-      jnp.asarray(ramp), jnp.array(box, jnp.float32), size))
+  got = np.asarray(
+    jax.jit(crops.resize_box, static_argnums=2)(
+      jnp.asarray(ramp), jnp.array(box, jnp.float32), size
+    )
+  )
   p = np.arange(size, dtype=np.float64) + 0.5
   src_y, src_x = y + p * h / size - 0.5, x + p * w / size - 0.5
   want = a * src_y[:, None, None] + b * src_x[None, :, None] + offset
@@ -121,8 +142,9 @@ def test_reference_sampler_small_images_keep_min_area():
 
 def test_torchvision_sampler_statistics():
   size = 224
-  y, x, h, w = _boxes(AugmentConfig(size, crop_sampler="torchvision"),
-                      size, size)
+  y, x, h, w = _boxes(
+    AugmentConfig(size, crop_sampler="torchvision"), size, size
+  )
   assert (y >= 0).all() and (x >= 0).all()
   assert (y + h <= size).all() and (x + w <= size).all()
   assert (y + h == size).any()  # offsets reach the far edge
@@ -144,15 +166,17 @@ def test_sampler_fallbacks():
   fixed = dict(crop_area=(1.0, 1.0), crop_aspect=(1.0, 1.0))
   ref = _boxes(AugmentConfig(32, **fixed), 32, 48, n=64)
   np.testing.assert_array_equal(np.stack(ref, 1), [[0, 0, 32, 48]] * 64)
-  tv = _boxes(AugmentConfig(32, crop_sampler="torchvision", **fixed), 32, 48,
-              n=64)
+  tv = _boxes(
+    AugmentConfig(32, crop_sampler="torchvision", **fixed), 32, 48, n=64
+  )
   np.testing.assert_array_equal(np.stack(tv, 1), [[0, 8, 32, 32]] * 64)
 
 
 def test_flip_is_exact_mirror_half_the_time(run_augment, augment_off):
   images = np.random.RandomState(6).rand(64, 16, 16, 3).astype(np.float32)
-  out = run_augment(AugmentConfig(16, **dict(augment_off, flip=True)), images,
-                    seed=4)
+  out = run_augment(
+    AugmentConfig(16, **dict(augment_off, flip=True)), images, seed=4
+  )
   same = [np.array_equal(o, x) for o, x in zip(out, images)]
   mirror = [np.array_equal(o, x[:, ::-1]) for o, x in zip(out, images)]
   assert all(s or m for s, m in zip(same, mirror))

@@ -37,29 +37,36 @@ def _tf_reference_eval(image: np.ndarray, size: int) -> np.ndarray:
   return tf.clip_by_value(image, 0.0, 1.0).numpy()
 
 
-@pytest.mark.parametrize("height, width, size, box", [
-    (100, 100, 64, (6, 6, 88)),     # rint(87.5) = 88 (ties to even)
-    (101, 101, 64, (7, 7, 88)),     # odd margin 13: offset 7, not 6
-    (44, 44, 40, (3, 3, 38)),       # rint(38.5) = 38, not 39
-    (99, 150, 64, (6, 32, 87)),     # rint(86.625) = 87; wide image
-    (150, 99, 48, (32, 6, 87)),     # tall image
-    (60, 61, 33, (4, 5, 52)),       # rint(52.5) = 52; 33 > 32 crops
-    (32, 32, 48, (2, 2, 28)),       # a small source still crops at 48
-    (40, 40, 32, None),             # no crop at image_size 32: resize only
-    (32, 32, 32, None),             # no crop, no resize
-])
-def test_preprocess_eval_matches_reference_center_crop(height, width, size,
-                                                       box):
-  images = np.random.RandomState(height + width).rand(
-      2, height, width, 3).astype(np.float32)
-  got = np.asarray(jax.jit(lambda x: augment.preprocess_eval(
-      x, image_size=size))(images))
+@pytest.mark.parametrize(
+  "height, width, size, box",
+  [
+    (100, 100, 64, (6, 6, 88)),  # rint(87.5) = 88 (ties to even)
+    (101, 101, 64, (7, 7, 88)),  # odd margin 13: offset 7, not 6
+    (44, 44, 40, (3, 3, 38)),  # rint(38.5) = 38, not 39
+    (99, 150, 64, (6, 32, 87)),  # rint(86.625) = 87; wide image
+    (150, 99, 48, (32, 6, 87)),  # tall image
+    (60, 61, 33, (4, 5, 52)),  # rint(52.5) = 52; 33 > 32 crops
+    (32, 32, 48, (2, 2, 28)),  # a small source still crops at 48
+    (40, 40, 32, None),  # no crop at image_size 32: resize only
+    (32, 32, 32, None),  # no crop, no resize
+  ],
+)
+def test_preprocess_eval_matches_reference_center_crop(
+  height, width, size, box
+):
+  images = (
+    np.random.RandomState(height + width)
+    .rand(2, height, width, 3)
+    .astype(np.float32)
+  )
+  got = np.asarray(
+    jax.jit(lambda x: augment.preprocess_eval(x, image_size=size))(images)
+  )
   assert got.shape == (2, size, size, 3) and got.dtype == np.float32
   # TF quantises its bicubic weights (1024-entry table): ~6e-4 at most. A
   # crop one pixel off, or a crop where none belongs, moves every sample.
   for image, view in zip(images, got):
-    np.testing.assert_allclose(view, _tf_reference_eval(image, size),
-                               atol=2e-3)
+    np.testing.assert_allclose(view, _tf_reference_eval(image, size), atol=2e-3)
   if box is not None:  # (top, left, side) as the reference computes them
     assert crops.center_crop_box(height, width, 0.875) == box
 
@@ -67,14 +74,17 @@ def test_preprocess_eval_matches_reference_center_crop(height, width, size,
 def _framed(height, width, top, left, crop):
   """1 outside the centre crop box, 0 inside."""
   images = np.ones((2, height, width, 3), np.float32)
-  images[:, top:top + crop, left:left + crop] = 0.0
+  images[:, top : top + crop, left : left + crop] = 0.0
   return images
 
 
-@pytest.mark.parametrize("height, width, out_size, top, left, crop", [
+@pytest.mark.parametrize(
+  "height, width, out_size, top, left, crop",
+  [
     (224, 224, 224, 14, 14, 196),
     (48, 64, 40, 3, 11, 42),
-])
+  ],
+)
 def test_preprocess_eval_crops_centre(height, width, out_size, top, left, crop):
   images = _framed(height, width, top, left, crop)
   out = np.asarray(augment.preprocess_eval(images, image_size=out_size))
@@ -94,13 +104,15 @@ def test_preprocess_eval_skips_crop_at_32px(random_uint8):
   np.testing.assert_allclose(out, images / 255.0, atol=1e-6)
   big = random_uint8((3, 40, 40, 3), seed=1)
   down = np.asarray(augment.preprocess_eval(big, image_size=32))
-  expected = jax.image.resize(big / 255.0, (3, 32, 32, 3), "cubic",
-                              antialias=False)
+  expected = jax.image.resize(
+    big / 255.0, (3, 32, 32, 3), "cubic", antialias=False
+  )
   np.testing.assert_allclose(down, np.clip(expected, 0, 1), atol=1e-5)
   # At 64 the 32 px image is centre-cropped (28 px) before the resize.
   up = np.asarray(augment.preprocess_eval(images, image_size=64))
-  expected = jax.image.resize(images[:, 2:30, 2:30] / 255.0, (3, 64, 64, 3),
-                              "cubic", antialias=False)
+  expected = jax.image.resize(
+    images[:, 2:30, 2:30] / 255.0, (3, 64, 64, 3), "cubic", antialias=False
+  )
   np.testing.assert_allclose(up, np.clip(expected, 0, 1), atol=1e-5)
 
 

@@ -60,6 +60,7 @@ def _knn_accuracy(train_x, train_y, test_x, test_y, k=20):
   def normalise(x):
     f = x.reshape(len(x), -1).astype(np.float32)
     return f / np.linalg.norm(f, axis=1, keepdims=True)
+
   sim = normalise(test_x) @ normalise(train_x).T
   nearest = np.argpartition(-sim, k, axis=1)[:, :k]
   votes = np.zeros((len(test_x), builtin.NUM_CLASSES))

@@ -35,8 +35,9 @@ def test_compatibility_guard(tmp_path):
   with pytest.raises(UserError, match="depth: checkpoint 18 vs config 50"):
     checkpointing.check_compatible(str(tmp_path), dict(sig, depth=50))
   # A resumed run keeps the original record.
-  checkpointing.write_run_config(str(tmp_path), json.dumps({"a": 2}),
-                                 dict(sig, depth=50))
+  checkpointing.write_run_config(
+    str(tmp_path), json.dumps({"a": 2}), dict(sig, depth=50)
+  )
   stored = json.loads((tmp_path / checkpointing.RUN_CONFIG).read_text())
   assert stored["config"] == {"a": 1} and stored["model_signature"] == sig
 
@@ -57,13 +58,15 @@ def test_save_restore_keep_n_and_shape_mismatch(tmp_path):
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4", "6"]
   ckpt = checkpointing.Checkpointer(str(tmp_path), keep=2, every_steps=2)
   abstract = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-      state)
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
+  )
   restored = ckpt.restore(abstract)
   np.testing.assert_array_equal(restored["w"], np.arange(4.0) + 6)
   assert int(restored["step"]) == 6
-  bad = dict(abstract, w=jax.ShapeDtypeStruct((5,), jnp.float32,
-                                              sharding=state["w"].sharding))
+  bad = dict(
+    abstract,
+    w=jax.ShapeDtypeStruct((5,), jnp.float32, sharding=state["w"].sharding),
+  )
   with pytest.raises(UserError, match="does not fit this config"):
     ckpt.restore(bad)
   ckpt.close()
@@ -85,20 +88,25 @@ def test_keep_n_leaves_exactly_the_newest_steps(tmp_path, keep):
   """keep_checkpoints=N: after more than N saves exactly the newest N steps
   remain, in this session and in a resumed one, and restore takes the
   newest."""
+
   def state(step):
-    return {"w": jnp.full((3,), float(step)),
-            "step": jnp.array(step, jnp.int32)}
+    return {
+      "w": jnp.full((3,), float(step)),
+      "step": jnp.array(step, jnp.int32),
+    }
 
   abstract = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-      state(0))
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+    state(0),
+  )
   ckpt = checkpointing.Checkpointer(str(tmp_path), keep=keep, every_steps=1)
   for step in range(1, keep + 3):
     assert ckpt.maybe_save(step, state(step))
   ckpt.close()
   last = keep + 2
-  assert _steps_on_disk(tmp_path) == [str(s) for s in
-                                      range(last - keep + 1, last + 1)]
+  assert _steps_on_disk(tmp_path) == [
+    str(s) for s in range(last - keep + 1, last + 1)
+  ]
 
   # A resumed run: restores the newest, then prunes the older session's too.
   ckpt = checkpointing.Checkpointer(str(tmp_path), keep=keep, every_steps=1)
@@ -110,8 +118,9 @@ def test_keep_n_leaves_exactly_the_newest_steps(tmp_path, keep):
     ckpt.maybe_save(step, state(step))
   ckpt.close()
   newest = last + keep
-  assert _steps_on_disk(tmp_path) == [str(s) for s in
-                                      range(newest - keep + 1, newest + 1)]
+  assert _steps_on_disk(tmp_path) == [
+    str(s) for s in range(newest - keep + 1, newest + 1)
+  ]
   ckpt = checkpointing.Checkpointer(str(tmp_path), keep=keep, every_steps=1)
   try:
     assert int(ckpt.restore(abstract)["step"]) == newest

@@ -15,16 +15,20 @@ import pytest
 from simclr_jax import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-ARCHIVE = pathlib.Path(os.environ.get(
-    "SIMCLR_CIFAR10_TAR",
-    ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"))
+ARCHIVE = pathlib.Path(
+  os.environ.get(
+    "SIMCLR_CIFAR10_TAR", ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
+  )
+)
 
 
 @pytest.fixture(scope="module")
 def cifar10_dir(tmp_path_factory):
   if not ARCHIVE.is_file():
-    pytest.skip(f"CIFAR-10 archive not found at {ARCHIVE} (set "
-                "SIMCLR_CIFAR10_TAR to its path to run this test)")
+    pytest.skip(
+      f"CIFAR-10 archive not found at {ARCHIVE} (set "
+      "SIMCLR_CIFAR10_TAR to its path to run this test)"
+    )
   root = tmp_path_factory.mktemp("cifar10")
   with tarfile.open(ARCHIVE) as tar:
     tar.extractall(root, filter="data")
@@ -33,8 +37,9 @@ def cifar10_dir(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_short_pretraining_beats_random_encoder(cifar10_dir, tmp_path,
-                                              optimised_xla):
+def test_short_pretraining_beats_random_encoder(
+  cifar10_dir, tmp_path, optimised_xla
+):
   c = runpy.run_path(str(ROOT / "configs" / "cifar10_cpu.py"))["get_config"]()
   c.data.data_dir = cifar10_dir
   c.epochs = 1
@@ -47,6 +52,10 @@ def test_short_pretraining_beats_random_encoder(cifar10_dir, tmp_path,
   trained = results["metrics"]["trained"]
   random = results["metrics"]["random_init"]
   assert trained["knn_k200_accuracy"] > random["knn_k200_accuracy"] + 0.03, (
-      trained, random)
+    trained,
+    random,
+  )
   assert trained["linear_accuracy"] > random["linear_accuracy"], (
-      trained, random)
+    trained,
+    random,
+  )

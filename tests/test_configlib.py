@@ -22,7 +22,9 @@ def test_default_config_is_valid():
   configlib.validate(_config(), device_count=8)
 
 
-@pytest.mark.parametrize("overrides, fragment", [
+@pytest.mark.parametrize(
+  "overrides, fragment",
+  [
     (dict(batch_size=100), "not divisible by the 8 devices"),
     (dict(batch_size=1), "at least 2"),
     (dict(data__source="web"), "use one of builtin, tfds, folder"),
@@ -32,7 +34,10 @@ def test_default_config_is_valid():
     (dict(model__width_multiplier=0.0), "width_multiplier"),
     (dict(augment__blur_prob=1.5), "config.augment.blur_prob is a prob"),
     (dict(augment__crop_sampler="nope"), "crop_sampler must be one of"),
-    (dict(augment__crop_area=(0.5, 0.2)), "crop_area must satisfy 0 < low <= high <= 1"),
+    (
+      dict(augment__crop_area=(0.5, 0.2)),
+      "crop_area must satisfy 0 < low <= high <= 1",
+    ),
     (dict(optim__lr_scaling="cubic"), "'linear' or 'sqrt'"),
     (dict(loss__temperature=0.0), "loss.temperature"),
     (dict(optim__momentum=1.0), "momentum"),
@@ -42,9 +47,12 @@ def test_default_config_is_valid():
     (dict(loss__chunk_size=-1), "loss.chunk_size"),
     (dict(data__num_shards=-2), "config.data.num_shards=-2 must be >= 0"),
     (dict(data__num_shards=3), "num_shards=3 must divide config.batch_size"),
-    (dict(data__host_size=200), "host_size=200 is smaller than config.data."
-     "image_size=224"),
-])
+    (
+      dict(data__host_size=200),
+      "host_size=200 is smaller than config.data.image_size=224",
+    ),
+  ],
+)
 def test_bad_values_raise_user_error(overrides, fragment):
   with pytest.raises(UserError, match=None) as info:
     configlib.validate(_config(**overrides), device_count=8)
@@ -52,16 +60,20 @@ def test_bad_values_raise_user_error(overrides, fragment):
 
 
 def test_num_shards_must_split_over_the_processes():
-  configlib.validate(_config(data__num_shards=64), device_count=8,
-                     process_count=4)
+  configlib.validate(
+    _config(data__num_shards=64), device_count=8, process_count=4
+  )
   with pytest.raises(UserError) as info:
-    configlib.validate(_config(data__num_shards=2), device_count=8,
-                       process_count=4)
-  assert "num_shards=2 must be a multiple of the 4 processes" in str(
-      info.value)
+    configlib.validate(
+      _config(data__num_shards=2), device_count=8, process_count=4
+    )
+  assert "num_shards=2 must be a multiple of the 4 processes" in str(info.value)
   with pytest.raises(UserError) as info:
-    configlib.validate(_config(batch_size=96, data__num_shards=64),
-                       device_count=8, process_count=4)
+    configlib.validate(
+      _config(batch_size=96, data__num_shards=64),
+      device_count=8,
+      process_count=4,
+    )
   assert "use a divisor of 96 that is a multiple of the 4" in str(info.value)
 
 
@@ -81,6 +93,7 @@ def test_model_signature_covers_architecture():
 def test_shipped_configs_validate():
   import pathlib
   import runpy
+
   root = pathlib.Path(__file__).resolve().parents[1] / "configs"
   names = sorted(p.name for p in root.glob("*.py") if p.name != "__init__.py")
   assert {"default.py", "cifar10.py", "imagenet.py", "tpu_v3.py"} <= set(names)

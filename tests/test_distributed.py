@@ -34,19 +34,37 @@ def _start(workdir, *args, devices, rows=None):
   if rows is not None:
     env["SIMCLR_ROWS_FILE"] = str(rows)
     program = [str(RECORDER)]
-  args = [sys.executable, *program, "--config", "configs/default.py",
-          "--workdir", str(workdir), *TINY, *args]
-  return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+  args = [
+    sys.executable,
+    *program,
+    "--config",
+    "configs/default.py",
+    "--workdir",
+    str(workdir),
+    *TINY,
+    *args,
+  ]
+  return subprocess.Popen(
+    args,
+    cwd=ROOT,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
 
 
 def _launch(workdir, pid, num, port, *extra, devices=2, rows=None):
-  return _start(workdir,
-                f"--config.distributed.coordinator_address=localhost:{port}",
-                f"--config.distributed.num_processes={num}",
-                f"--config.distributed.process_id={pid}",
-                "--config.distributed.timeout_s=60", *extra,
-                devices=devices, rows=rows)
+  return _start(
+    workdir,
+    f"--config.distributed.coordinator_address=localhost:{port}",
+    f"--config.distributed.num_processes={num}",
+    f"--config.distributed.process_id={pid}",
+    "--config.distributed.timeout_s=60",
+    *extra,
+    devices=devices,
+    rows=rows,
+  )
 
 
 def _finish(procs):
@@ -87,20 +105,25 @@ def _params(workdir, step):
     meta = ckpt.metadata(path).item_metadata
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = jax.tree.map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-        meta)
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta
+    )
     return jax.device_get(ckpt.restore(path, target)["params"])
 
 
 def test_process_count_changes_nothing_and_one_process_resumes(tmp_path):
   # 2 processes x 2 devices vs 1 process x 4 devices, 3 steps: 4 reader
   # shards of 16 of the 64 examples (data.num_shards=0: one per device).
-  steps = ["--config.train_steps=3", "--config.log_every_steps=1",
-           "--config.checkpoint_every_steps=3"]
+  steps = [
+    "--config.train_steps=3",
+    "--config.log_every_steps=1",
+    "--config.checkpoint_every_steps=3",
+  ]
   two, one = tmp_path / "two", tmp_path / "one"
   port = _free_port()
-  procs = [_launch(two, pid, 2, port, *steps,
-                   rows=tmp_path / f"rows{pid}.jsonl") for pid in (0, 1)]
+  procs = [
+    _launch(two, pid, 2, port, *steps, rows=tmp_path / f"rows{pid}.jsonl")
+    for pid in (0, 1)
+  ]
   procs.append(_start(one, *steps, devices=4, rows=tmp_path / "rows.jsonl"))
   outs = _finish(procs)
   # Only process 0 reports; it sees 4 devices over 2 processes.
@@ -109,8 +132,9 @@ def test_process_count_changes_nothing_and_one_process_resumes(tmp_path):
   assert sorted(os.listdir(two / "checkpoints")) == ["3"]
 
   # The same global batches, each process reading a different half.
-  first, second, single = (_rows(tmp_path / f"rows{n}.jsonl", 3)
-                           for n in ("0", "1", ""))
+  first, second, single = (
+    _rows(tmp_path / f"rows{n}.jsonl", 3) for n in ("0", "1", "")
+  )
   assert len(single) == 3 and all(len(b) == 32 for b in single)
   assert [a + b for a, b in zip(first, second)] == single
   halves = [{r for batch in rows for r in batch} for rows in (first, second)]
@@ -122,14 +146,26 @@ def test_process_count_changes_nothing_and_one_process_resumes(tmp_path):
   # on the losses and 2e-5 on a few BatchNorm parameters after 3 steps.
   losses = _losses(two), _losses(one)
   assert sorted(losses[0]) == sorted(losses[1]) == [1, 2, 3]
-  np.testing.assert_allclose([losses[0][s] for s in (1, 2, 3)],
-                             [losses[1][s] for s in (1, 2, 3)], rtol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
-                                                       atol=1e-4),
-               _params(two, 3), _params(one, 3))
+  np.testing.assert_allclose(
+    [losses[0][s] for s in (1, 2, 3)],
+    [losses[1][s] for s in (1, 2, 3)],
+    rtol=1e-5,
+  )
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4),
+    _params(two, 3),
+    _params(one, 3),
+  )
 
-  proc = run_cli("--config", "configs/default.py", "--workdir", str(two),
-                 *TINY, "--config.train_steps=4", devices=4)
+  proc = run_cli(
+    "--config",
+    "configs/default.py",
+    "--workdir",
+    str(two),
+    *TINY,
+    "--config.train_steps=4",
+    devices=4,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "Resumed" in proc.stdout and "at step 3" in proc.stdout
   assert "step 4/4" in proc.stdout
@@ -137,8 +173,9 @@ def test_process_count_changes_nothing_and_one_process_resumes(tmp_path):
 
 
 def test_unreachable_coordinator_is_a_clear_error(tmp_path):
-  proc = _launch(tmp_path / "w", 1, 2, _free_port(),
-                 "--config.distributed.timeout_s=3")
+  proc = _launch(
+    tmp_path / "w", 1, 2, _free_port(), "--config.distributed.timeout_s=3"
+  )
   out, err = proc.communicate(timeout=120)
   errors = [l for l in err.splitlines() if l.startswith("error:")]
   assert proc.returncode == 2, err[-2000:]
@@ -148,9 +185,13 @@ def test_unreachable_coordinator_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("pid, num", [(2, 2), (0, 0)])
 def test_bad_process_ids(tmp_path, pid, num):
-  proc = run_cli("--config", "configs/default.py", "--workdir",
-                 str(tmp_path / "w"),
-                 "--config.distributed.coordinator_address=localhost:1",
-                 f"--config.distributed.num_processes={num}",
-                 f"--config.distributed.process_id={pid}")
+  proc = run_cli(
+    "--config",
+    "configs/default.py",
+    "--workdir",
+    str(tmp_path / "w"),
+    "--config.distributed.coordinator_address=localhost:1",
+    f"--config.distributed.num_processes={num}",
+    f"--config.distributed.process_id={pid}",
+  )
   assert_one_line_error(proc, "distinct process_id")

@@ -23,13 +23,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # name -> (mode, height, width); 16 px is the run's size (no resize).
 IMAGES = {
-    "top.jpg": ("RGB", 23, 31),
-    "a/rgb16.png": ("RGB", 16, 16),
-    "a/gray16.png": ("L", 16, 16),
-    "a/b/rgba.PNG": ("RGBA", 40, 25),
-    "a/b/c/wide.JPEG": ("RGB", 12, 50),
-    "a/b/small.bmp": ("RGB", 9, 11),
-    "z/anim.gif": ("RGB", 20, 20),
+  "top.jpg": ("RGB", 23, 31),
+  "a/rgb16.png": ("RGB", 16, 16),
+  "a/gray16.png": ("L", 16, 16),
+  "a/b/rgba.PNG": ("RGBA", 40, 25),
+  "a/b/c/wide.JPEG": ("RGB", 12, 50),
+  "a/b/small.bmp": ("RGB", 9, 11),
+  "z/anim.gif": ("RGB", 20, 20),
 }
 CORRUPT = "a/b/broken.jpg"
 
@@ -71,12 +71,20 @@ def cli_result(run_dir, image_dir, tmp_path_factory):
   old = os.getcwd()
   os.chdir(cwd)
   try:
-    with (contextlib.redirect_stdout(stdout),
-          contextlib.redirect_stderr(stderr)):
-      code = embed.main(["--checkpoint", os.path.relpath(run_dir),
-                         "--images", os.path.relpath(image_dir),
-                         "--out", os.path.join("sub", "emb.npz"),
-                         "--batch_size", "4", "--projection"])
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+      code = embed.main(
+        [
+          "--checkpoint",
+          os.path.relpath(run_dir),
+          "--images",
+          os.path.relpath(image_dir),
+          "--out",
+          os.path.join("sub", "emb.npz"),
+          "--batch_size",
+          "4",
+          "--projection",
+        ]
+      )
   finally:
     os.chdir(old)
   assert snapshot(run_dir) == before, "embedding wrote into the run dir"
@@ -84,8 +92,11 @@ def cli_result(run_dir, image_dir, tmp_path_factory):
 
 
 def snapshot(path):
-  return {os.path.join(d, f): os.path.getmtime(os.path.join(d, f))
-          for d, _, files in os.walk(path) for f in files}
+  return {
+    os.path.join(d, f): os.path.getmtime(os.path.join(d, f))
+    for d, _, files in os.walk(path)
+    for f in files
+  }
 
 
 def _direct(loaded, images, size=16):
@@ -114,7 +125,8 @@ def test_cli_writes_sorted_embeddings_and_reports_skips(cli_result, run_dir):
   assert f"Embedded {len(IMAGES)} images, skipped 1 unreadable" in stdout
   # The relative paths, resolved: valid from any directory.
   assert f"wrote {out} (" in stdout and stdout.rstrip().endswith(
-      f"of {run_dir}.")
+    f"of {run_dir}."
+  )
   assert f"{len(IMAGES) + 1}/{len(IMAGES) + 1} files (1 skipped)" in stderr
 
 
@@ -124,39 +136,48 @@ def test_rows_equal_encoder_applied_directly(cli_result, loaded, image_dir):
     names = list(data["filenames"])
     rep, proj = data["representation"], data["projection"]
   # Run-size PNGs need no resize: decode them independently with PIL.
-  pil = [np.asarray(Image.open(os.path.join(image_dir, n)).convert("RGB"))
-         for n in ("a/gray16.png", "a/rgb16.png")]
+  pil = [
+    np.asarray(Image.open(os.path.join(image_dir, n)).convert("RGB"))
+    for n in ("a/gray16.png", "a/rgb16.png")
+  ]
   # Other sizes and formats go through the training resize.
-  resized = [sources.decode_file(tf.constant(os.path.join(image_dir, n)),
-                                 16).numpy()
-             for n in ("a/b/rgba.PNG", "a/b/c/wide.JPEG")]
+  resized = [
+    sources.decode_file(tf.constant(os.path.join(image_dir, n)), 16).numpy()
+    for n in ("a/b/rgba.PNG", "a/b/c/wide.JPEG")
+  ]
   want_rep, want_proj = _direct(loaded, pil + resized)
-  rows = [names.index(n) for n in ("a/gray16.png", "a/rgb16.png",
-                                   "a/b/rgba.PNG", "a/b/c/wide.JPEG")]
+  rows = [
+    names.index(n)
+    for n in ("a/gray16.png", "a/rgb16.png", "a/b/rgba.PNG", "a/b/c/wide.JPEG")
+  ]
   np.testing.assert_allclose(rep[rows], want_rep, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(proj[rows], want_proj, rtol=1e-5, atol=1e-5)
 
 
-def test_batch_size_and_padding_do_not_change_rows(cli_result, loaded,
-                                                   image_dir):
+def test_batch_size_and_padding_do_not_change_rows(
+  cli_result, loaded, image_dir
+):
   _, _, _, out = cli_result
   result = embed.embed_images(loaded, image_dir, batch_size=3)
   assert result.projection is None
   assert result.skipped[0][0] == CORRUPT and len(result.skipped) == 1
   with np.load(out) as data:
     assert result.filenames == list(data["filenames"])
-    np.testing.assert_allclose(result.representation, data["representation"],
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+      result.representation, data["representation"], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_image_size_override(loaded, image_dir):
   result = embed.embed_images(loaded, image_dir, image_size=24)
   image = sources.decode_file(
-      tf.constant(os.path.join(image_dir, "top.jpg")), 24).numpy()
+    tf.constant(os.path.join(image_dir, "top.jpg")), 24
+  ).numpy()
   want, _ = _direct(loaded, [image], size=24)
   row = result.filenames.index("top.jpg")
-  np.testing.assert_allclose(result.representation[row], want[0], rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    result.representation[row], want[0], rtol=1e-5, atol=1e-5
+  )
 
 
 def _run_main(capsys, *argv):
@@ -181,23 +202,33 @@ def test_bad_input_is_one_error_line(run_dir, image_dir, tmp_path, capsys):
   blocker = tmp_path / "file"
   blocker.write_text("x")
   cases = [
-      (["--images", str(tmp_path / "absent"), "--out", out],
-       ["absent", "does not exist"]),
-      (["--images", str(tmp_path / "empty"), "--out", out], ["no images"]),
-      (["--images", image_dir, "--out", str(blocker / "e.npz")],
-       ["is a file, not a directory", "--out"]),
-      (["--images", image_dir, "--out", str(tmp_path)], ["is a directory"]),
-      (["--images", image_dir, "--out", out, "--batch_size", "0"],
-       ["--batch_size=0"]),
+    (
+      ["--images", str(tmp_path / "absent"), "--out", out],
+      ["absent", "does not exist"],
+    ),
+    (["--images", str(tmp_path / "empty"), "--out", out], ["no images"]),
+    (
+      ["--images", image_dir, "--out", str(blocker / "e.npz")],
+      ["is a file, not a directory", "--out"],
+    ),
+    (["--images", image_dir, "--out", str(tmp_path)], ["is a directory"]),
+    (
+      ["--images", image_dir, "--out", out, "--batch_size", "0"],
+      ["--batch_size=0"],
+    ),
   ]
   for args, fragments in cases:
-    _assert_one_error(*_run_main(capsys, "--checkpoint", run_dir, *args),
-                      *fragments)
+    _assert_one_error(
+      *_run_main(capsys, "--checkpoint", run_dir, *args), *fragments
+    )
   not_run = tmp_path / "not_a_run"
   not_run.mkdir()
-  _assert_one_error(*_run_main(capsys, "--checkpoint", str(not_run),
-                               "--images", image_dir, "--out", out),
-                    "not a simclr_jax run directory")
+  _assert_one_error(
+    *_run_main(
+      capsys, "--checkpoint", str(not_run), "--images", image_dir, "--out", out
+    ),
+    "not a simclr_jax run directory",
+  )
   assert not os.path.exists(out)
   with pytest.raises(SystemExit) as e:
     embed.main(["--images", image_dir])
@@ -210,19 +241,41 @@ def test_all_files_corrupt_is_an_error(run_dir, tmp_path, capsys):
   (images / "a.png").write_bytes(b"garbage")
   (images / "b.JPG").write_bytes(b"")
   out = tmp_path / "e.npz"
-  _assert_one_error(*_run_main(capsys, "--checkpoint", run_dir, "--images",
-                               str(images), "--out", str(out)),
-                    "none of the 2 image files")
+  _assert_one_error(
+    *_run_main(
+      capsys,
+      "--checkpoint",
+      run_dir,
+      "--images",
+      str(images),
+      "--out",
+      str(out),
+    ),
+    "none of the 2 image files",
+  )
   assert not out.exists()
 
 
 def test_module_entry_point(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   proc = subprocess.run(
-      [sys.executable, "-m", "simclr_jax.embed", "--checkpoint",
-       str(tmp_path / "nope"), "--images", str(tmp_path), "--out",
-       str(tmp_path / "e.npz")], cwd=ROOT, env=env, capture_output=True,
-      text=True, timeout=300)
+    [
+      sys.executable,
+      "-m",
+      "simclr_jax.embed",
+      "--checkpoint",
+      str(tmp_path / "nope"),
+      "--images",
+      str(tmp_path),
+      "--out",
+      str(tmp_path / "e.npz"),
+    ],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   _assert_one_error(proc.returncode, proc.stderr, "does not exist")
 
 
@@ -231,11 +284,14 @@ def test_run_host_size_is_the_decode_size(loaded, image_dir):
   was evaluated: decoded to 24 px, then resized to 16 on the device."""
   config = loaded.config.copy_and_resolve_references()
   config.data.host_size = 24
-  result = embed.embed_images(dataclasses.replace(loaded, config=config),
-                              image_dir)
+  result = embed.embed_images(
+    dataclasses.replace(loaded, config=config), image_dir
+  )
   image = sources.decode_file(
-      tf.constant(os.path.join(image_dir, "a/b/c/wide.JPEG")), 24).numpy()
+    tf.constant(os.path.join(image_dir, "a/b/c/wide.JPEG")), 24
+  ).numpy()
   want, _ = _direct(loaded, [image], size=16)
   row = result.filenames.index("a/b/c/wide.JPEG")
-  np.testing.assert_allclose(result.representation[row], want[0], rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    result.representation[row], want[0], rtol=1e-5, atol=1e-5
+  )

@@ -44,11 +44,16 @@ def _check_results(workdir, results, mode, run_dir):
 def test_knn_mode_writes_results_and_leaves_the_run_alone(run_dir, tmp_path):
   before = snapshot(run_dir)
   workdir = str(tmp_path / "knn")
-  results = evaluate.run(_config(run_dir, "knn", eval=dict(knn_ks=(20, 5))),
-                         workdir)
+  results = evaluate.run(
+    _config(run_dir, "knn", eval=dict(knn_ks=(20, 5))), workdir
+  )
   _check_results(workdir, results, "knn", run_dir)
-  assert set(results["metrics"]) == {"knn_top1_k20", "knn_top5_k20",
-                                     "knn_top1_k5", "knn_top5_k5"}
+  assert set(results["metrics"]) == {
+    "knn_top1_k20",
+    "knn_top5_k20",
+    "knn_top1_k5",
+    "knn_top5_k5",
+  }
   for v in results["metrics"].values():
     assert 0.0 <= v <= 1.0
   assert snapshot(run_dir) == before
@@ -57,8 +62,8 @@ def test_knn_mode_writes_results_and_leaves_the_run_alone(run_dir, tmp_path):
 def test_linear_logistic_mode(run_dir, tmp_path):
   workdir = str(tmp_path / "logistic")
   results = evaluate.run(
-      _config(run_dir, "linear", linear_eval=dict(method="logistic")),
-      workdir)
+    _config(run_dir, "linear", linear_eval=dict(method="logistic")), workdir
+  )
   _check_results(workdir, results, "linear", run_dir)
   m = results["metrics"]
   assert 0.0 <= m["top1"] <= m["top5"] <= 1.0
@@ -69,8 +74,9 @@ def test_linear_logistic_mode(run_dir, tmp_path):
 def test_linear_sgd_mode_logs_progress(run_dir, tmp_path, capsys):
   workdir = str(tmp_path / "sgd")
   results = evaluate.run(
-      _config(run_dir, "linear", linear_eval=dict(epochs=1, batch_size=32)),
-      workdir)
+    _config(run_dir, "linear", linear_eval=dict(epochs=1, batch_size=32)),
+    workdir,
+  )
   _check_results(workdir, results, "linear", run_dir)
   assert results["details"] == {"method": "sgd", "steps": 128 // 32 + 1}
   assert "step 5/5" in capsys.readouterr().out
@@ -80,9 +86,15 @@ def test_linear_sgd_mode_logs_progress(run_dir, tmp_path, capsys):
 def test_finetune_mode_from_head_layer_1(run_dir, tmp_path):
   workdir = str(tmp_path / "finetune")
   results = evaluate.run(
-      _config(run_dir, "finetune", finetune=dict(
-          label_fraction=0.25, epochs=2, batch_size=16, head_layers=1)),
-      workdir)
+    _config(
+      run_dir,
+      "finetune",
+      finetune=dict(
+        label_fraction=0.25, epochs=2, batch_size=16, head_layers=1
+      ),
+    ),
+    workdir,
+  )
   _check_results(workdir, results, "finetune", run_dir)
   d = results["details"]
   assert d["head_layers"] == 1 and d["batch_size"] == 16
@@ -107,8 +119,14 @@ def test_workdir_must_not_be_the_pretraining_run(run_dir):
 
 
 def test_cli_downstream_mode_needs_a_checkpoint(tmp_path):
-  proc = run_cli("--config", "configs/default.py", *TINY,
-                 "--config.mode=linear", "--workdir", str(tmp_path / "w"),
-                 cwd=ROOT)
+  proc = run_cli(
+    "--config",
+    "configs/default.py",
+    *TINY,
+    "--config.mode=linear",
+    "--workdir",
+    str(tmp_path / "w"),
+    cwd=ROOT,
+  )
   assert_one_line_error(proc, "config.mode='linear'", "init_checkpoint")
   assert not os.path.exists(tmp_path / "w")

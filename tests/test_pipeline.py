@@ -13,8 +13,12 @@ from simclr_jax import data
 from simclr_jax.data import builtin
 from simclr_jax.errors import UserError
 
-CFG = data.DataConfig(image_size=8, builtin_train_examples=30,
-                      builtin_eval_examples=21, shuffle_buffer=1000)
+CFG = data.DataConfig(
+  image_size=8,
+  builtin_train_examples=30,
+  builtin_eval_examples=21,
+  shuffle_buffer=1000,
+)
 
 
 def _keys(images):
@@ -44,14 +48,16 @@ def test_processes_read_disjoint_shards_covering_the_split():
   for index in range(2):
     # Train: the first epoch of each process (15 examples -> 3 batches of 4)
     # stays inside that process's shard.
-    train = _take(_train(global_batch_size=8, process_index=index,
-                         process_count=2), 3)
+    train = _take(
+      _train(global_batch_size=8, process_index=index, process_count=2), 3
+    )
     train_keys = set(_keys(np.concatenate([b["image"] for b in train])))
     assert len(train_keys) == 12
     # Eval: one ordered pass over the shard.
     keys = []
-    for batch in data.eval_batches(CFG, "train", global_batch_size=8,
-                                   process_index=index, process_count=2):
+    for batch in data.eval_batches(
+      CFG, "train", global_batch_size=8, process_index=index, process_count=2
+    ):
       assert batch["image"].shape == (4, 8, 8, 3)
       keys += _keys(batch["image"][batch["mask"]])
     assert train_keys <= set(keys)
@@ -61,9 +67,16 @@ def test_processes_read_disjoint_shards_covering_the_split():
 
 
 def test_uneven_shards_give_every_process_the_same_number_of_eval_batches():
-  counts = [len(list(data.eval_batches(CFG, "test", global_batch_size=4,
-                                       process_index=i, process_count=2)))
-            for i in range(2)]  # shards of 10 and 11 examples, batches of 2
+  counts = [
+    len(
+      list(
+        data.eval_batches(
+          CFG, "test", global_batch_size=4, process_index=i, process_count=2
+        )
+      )
+    )
+    for i in range(2)
+  ]  # shards of 10 and 11 examples, batches of 2
   assert counts == [6, 6]
 
 
@@ -78,11 +91,12 @@ def test_deterministic_by_seed():
 def test_each_epoch_is_reshuffled():
   cfg = data.DataConfig(image_size=8, builtin_train_examples=32)
   batches = _take(_train(cfg), 12)  # 32 examples = 4 batches of 8 per epoch
-  epochs = [np.concatenate([b["image"] for b in batches[i:i + 4]])
-            for i in (0, 4, 8)]
+  epochs = [
+    np.concatenate([b["image"] for b in batches[i : i + 4]]) for i in (0, 4, 8)
+  ]
   for epoch in epochs[1:]:
     assert sorted(_keys(epoch)) == sorted(_keys(epochs[0]))  # same examples
-    assert _keys(epoch) != _keys(epochs[0])                  # new order
+    assert _keys(epoch) != _keys(epochs[0])  # new order
 
 
 @pytest.mark.parametrize("start_step", [1, 4, 11])
@@ -95,18 +109,34 @@ def test_start_step_resumes_where_the_uninterrupted_run_was(start_step):
     np.testing.assert_array_equal(x["label"], y["label"])
 
 
-SHARDED = data.DataConfig(image_size=8, builtin_train_examples=30,
-                          shuffle_buffer=1000, num_shards=4)
+SHARDED = data.DataConfig(
+  image_size=8, builtin_train_examples=30, shuffle_buffer=1000, num_shards=4
+)
 
 
 def _global_batches(num_processes, n, **kwargs):
   """The first n global batches: local batches concatenated in process
   order, as `to_global` lays them out."""
-  local = [_take(_train(SHARDED, global_batch_size=16, process_index=p,
-                        process_count=num_processes, **kwargs), n)
-           for p in range(num_processes)]
-  return [{k: np.concatenate([batches[i][k] for batches in local])
-           for k in ("image", "label")} for i in range(n)]
+  local = [
+    _take(
+      _train(
+        SHARDED,
+        global_batch_size=16,
+        process_index=p,
+        process_count=num_processes,
+        **kwargs,
+      ),
+      n,
+    )
+    for p in range(num_processes)
+  ]
+  return [
+    {
+      k: np.concatenate([batches[i][k] for batches in local])
+      for k in ("image", "label")
+    }
+    for i in range(n)
+  ]
 
 
 def test_global_batches_do_not_depend_on_the_process_count():
@@ -129,12 +159,20 @@ def test_each_process_reads_only_its_reader_shards():
     # Block s of every batch comes from reader shard s (examples
     # [30s/4, 30(s+1)/4) of the split).
     for s in range(4):
-      index = [keys.index(k) for k in _keys(rows[4 * s:4 * s + 4])]
+      index = [keys.index(k) for k in _keys(rows[4 * s : 4 * s + 4])]
       assert all(30 * s // 4 <= i < 30 * (s + 1) // 4 for i in index)
   for p in range(2):
-    rows = np.concatenate([b["image"] for b in _take(_train(
-        SHARDED, global_batch_size=16, process_index=p, process_count=2),
-        8)])
+    rows = np.concatenate(
+      [
+        b["image"]
+        for b in _take(
+          _train(
+            SHARDED, global_batch_size=16, process_index=p, process_count=2
+          ),
+          8,
+        )
+      ]
+    )
     seen = {keys.index(k) for k in _keys(rows)}
     assert seen == set(range(15 * p, 15 * (p + 1)))  # its half, all of it
 
@@ -145,9 +183,11 @@ def test_without_shuffling_batch_k_is_block_k_of_every_shard():
   first, second = _take(_train(cfg, global_batch_size=16), 2)
   starts = [30 * s // 4 for s in range(4)]  # shards of 7, 8, 7, 8
   np.testing.assert_array_equal(
-      first["image"], np.concatenate([images[i:i + 4] for i in starts]))
+    first["image"], np.concatenate([images[i : i + 4] for i in starts])
+  )
   np.testing.assert_array_equal(  # shard 0 wraps into its second epoch
-      second["image"][:4], np.concatenate([images[4:7], images[:1]]))
+    second["image"][:4], np.concatenate([images[4:7], images[:1]])
+  )
 
 
 def test_num_shards_argument_overrides_the_config():
@@ -156,8 +196,9 @@ def test_num_shards_argument_overrides_the_config():
   other = _take(_train(SHARDED, global_batch_size=16, num_shards=2), 2)
   for a, b in zip(from_cfg, explicit):
     np.testing.assert_array_equal(a["image"], b["image"])
-  assert any(not np.array_equal(a["image"], c["image"])
-             for a, c in zip(from_cfg, other))
+  assert any(
+    not np.array_equal(a["image"], c["image"]) for a, c in zip(from_cfg, other)
+  )
 
 
 @pytest.mark.parametrize("start_step", [1, 2, 9])
@@ -171,16 +212,20 @@ def test_start_step_resumes_every_reader_shard(start_step):
       np.testing.assert_array_equal(x["label"], y["label"])
 
 
-@pytest.mark.parametrize("num_shards, processes, match", [
+@pytest.mark.parametrize(
+  "num_shards, processes, match",
+  [
     (3, 1, "num_shards=3 does not divide the global batch size 16"),
     (32, 1, "num_shards=32 does not divide"),
     (2, 4, "num_shards=2 is not a multiple of the 4 processes"),
     (-4, 1, "num_shards must be >= 0"),
-])
+  ],
+)
 def test_bad_num_shards(num_shards, processes, match):
   with pytest.raises(UserError, match=match):
-    _train(CFG, global_batch_size=16, num_shards=num_shards,
-           process_count=processes)
+    _train(
+      CFG, global_batch_size=16, num_shards=num_shards, process_count=processes
+    )
 
 
 def test_eval_is_ordered_and_padded_with_a_mask():
@@ -196,9 +241,11 @@ def test_eval_is_ordered_and_padded_with_a_mask():
   assert not last["image"][5:].any()
   mask = np.concatenate([b["mask"] for b in batches])
   np.testing.assert_array_equal(
-      np.concatenate([b["image"] for b in batches])[mask], images)
+    np.concatenate([b["image"] for b in batches])[mask], images
+  )
   np.testing.assert_array_equal(
-      np.concatenate([b["label"] for b in batches])[mask], labels)
+    np.concatenate([b["label"] for b in batches])[mask], labels
+  )
 
 
 def test_batch_size_must_divide_by_process_count():
@@ -209,8 +256,7 @@ def test_batch_size_must_divide_by_process_count():
 
 
 def _sharding():
-  return jax.sharding.NamedSharding(jax.make_mesh((8,), ("data",)),
-                                    P("data"))
+  return jax.sharding.NamedSharding(jax.make_mesh((8,), ("data",)), P("data"))
 
 
 def test_to_global_shards_the_batch_over_the_devices():
@@ -260,5 +306,7 @@ def test_prefetch_stops_cleanly():
   assert len(_take(it, 3)) == 3
   it.close()
   assert closed.wait(10)
-  assert not any(t.name == "prefetch_to_device" and t.is_alive()
-                 for t in threading.enumerate())
+  assert not any(
+    t.name == "prefetch_to_device" and t.is_alive()
+    for t in threading.enumerate()
+  )

@@ -11,8 +11,9 @@ CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
 
 def _peak_lr(c):
-  return optim.scaled_learning_rate(c.optim.base_learning_rate, c.batch_size,
-                                    c.optim.lr_scaling)
+  return optim.scaled_learning_rate(
+    c.optim.base_learning_rate, c.batch_size, c.optim.lr_scaling
+  )
 
 
 def test_v1_preset():
@@ -47,8 +48,9 @@ def test_imagenet_configs_follow_their_preset():
   assert (v1.model.depth, v1.batch_size, v1.loss.temperature) == (50, 4096, 0.1)
   assert v1.model.proj_head_layers == 2 and v2.model.proj_head_layers == 3
   assert abs(_peak_lr(v1) - 4.8) < 1e-9 and abs(_peak_lr(v2) - 6.4) < 1e-9
-  steps = optim.total_steps(batch_size=v1.batch_size, num_examples=1281167,
-                            epochs=v1.epochs)
+  steps = optim.total_steps(
+    batch_size=v1.batch_size, num_examples=1281167, epochs=v1.epochs
+  )
   assert steps == 31279
 
 
@@ -69,17 +71,34 @@ def test_recipe_values():
   recipe key of every config)."""
   cifar = runpy.run_path(str(CONFIGS / "cifar10.py"))["get_config"]()
   assert (cifar.model.depth, cifar.model.cifar_stem, cifar.batch_size) == (
-      18, True, 512)
-  assert (cifar.loss.temperature, cifar.augment.color_jitter_strength,
-          cifar.augment.blur_prob, cifar.epochs) == (0.5, 0.5, 0.0, 1000)
+    18,
+    True,
+    512,
+  )
+  assert (
+    cifar.loss.temperature,
+    cifar.augment.color_jitter_strength,
+    cifar.augment.blur_prob,
+    cifar.epochs,
+  ) == (0.5, 0.5, 0.0, 1000)
   assert (cifar.optim.base_learning_rate, cifar.optim.lr_scaling) == (
-      1.0, "linear")
-  assert (cifar.optim.weight_decay, cifar.model.proj_head_layers,
-          cifar.optim.warmup_epochs) == (1e-4, 3, 10.0)
-  assert (cifar.linear_eval.epochs, cifar.linear_eval.weight_decay,
-          cifar.finetune.head_layers) == (100, 0.0, 0)
+    1.0,
+    "linear",
+  )
+  assert (
+    cifar.optim.weight_decay,
+    cifar.model.proj_head_layers,
+    cifar.optim.warmup_epochs,
+  ) == (1e-4, 3, 10.0)
+  assert (
+    cifar.linear_eval.epochs,
+    cifar.linear_eval.weight_decay,
+    cifar.finetune.head_layers,
+  ) == (100, 0.0, 0)
   imagenet = runpy.run_path(str(CONFIGS / "imagenet.py"))["get_config"]()
   assert (imagenet.optim.warmup_epochs, imagenet.epochs) == (10.0, 100)
-  assert (imagenet.augment.color_jitter_strength,
-          imagenet.augment.blur_prob) == (1.0, 0.5)
+  assert (
+    imagenet.augment.color_jitter_strength,
+    imagenet.augment.blur_prob,
+  ) == (1.0, 0.5)
   assert (imagenet.model.cifar_stem, imagenet.data.image_size) == (False, 224)

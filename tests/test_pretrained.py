@@ -21,7 +21,6 @@ def run_dir(tiny_run):
   return tiny_run
 
 
-
 def _copy(run_dir, tmp_path):
   target = str(tmp_path / "copy")
   shutil.copytree(run_dir, target)
@@ -32,7 +31,8 @@ def test_load_run_config_round_trips(run_dir):
   config = pretrained.load_run_config(run_dir)
   assert config.to_dict() == tiny_run_config().to_dict()
   assert pretrained.run_signature(run_dir) == configlib.model_signature(
-      tiny_run_config())
+    tiny_run_config()
+  )
 
 
 def test_old_run_without_new_keys_loads_with_defaults(run_dir, tmp_path):
@@ -40,7 +40,7 @@ def test_old_run_without_new_keys_loads_with_defaults(run_dir, tmp_path):
   path = os.path.join(copy, checkpointing.RUN_CONFIG)
   with open(path) as f:
     payload = json.load(f)
-  del payload["config"]["loss"]["chunk_size"]     # a key added later
+  del payload["config"]["loss"]["chunk_size"]  # a key added later
   payload["config"]["model"]["retired_option"] = 1  # a key removed since
   with open(path, "w") as f:
     json.dump(payload, f)
@@ -79,8 +79,9 @@ def test_load_pretrained_matches_checkpoint_and_writes_nothing(run_dir):
 
 def test_expected_architecture_mismatch_names_keys(run_dir):
   with pytest.raises(UserError) as e:
-    pretrained.load_pretrained(run_dir, expect={"depth": 50,
-                                                "width_multiplier": 0.125})
+    pretrained.load_pretrained(
+      run_dir, expect={"depth": 50, "width_multiplier": 0.125}
+    )
   message = str(e.value)
   assert "checkpoint has model.depth=18, config asks for 50" in message
   assert "width_multiplier" not in message
@@ -89,19 +90,29 @@ def test_expected_architecture_mismatch_names_keys(run_dir):
 def test_check_architecture_lists_every_difference():
   run = configlib.model_signature(tiny_run_config())
   wanted = dict(run, depth=50, image_size=32)
-  with pytest.raises(UserError, match="model.depth=18, config asks for 50; "
-                     "checkpoint has data.image_size=16, config asks for 32"):
+  with pytest.raises(
+    UserError,
+    match="model.depth=18, config asks for 50; "
+    "checkpoint has data.image_size=16, config asks for 32",
+  ):
     pretrained.check_architecture(run, wanted)
   pretrained.check_architecture(run, dict(run))  # equal: no error
 
 
-@pytest.mark.parametrize("mutate, fragment", [
+@pytest.mark.parametrize(
+  "mutate, fragment",
+  [
     (lambda d: shutil.rmtree(d), "does not exist"),
-    (lambda d: os.remove(os.path.join(d, checkpointing.RUN_CONFIG)),
-     "not a simclr_jax run directory"),
-    (lambda d: shutil.rmtree(os.path.join(d, "checkpoints")),
-     "has no checkpoint"),
-])
+    (
+      lambda d: os.remove(os.path.join(d, checkpointing.RUN_CONFIG)),
+      "not a simclr_jax run directory",
+    ),
+    (
+      lambda d: shutil.rmtree(os.path.join(d, "checkpoints")),
+      "has no checkpoint",
+    ),
+  ],
+)
 def test_not_a_run_dir(run_dir, tmp_path, mutate, fragment):
   copy = _copy(run_dir, tmp_path)
   mutate(copy)
@@ -112,8 +123,9 @@ def test_not_a_run_dir(run_dir, tmp_path, mutate, fragment):
 
 
 def test_missing_step_lists_available(run_dir):
-  with pytest.raises(UserError, match="no checkpoint for step 7; available "
-                     "steps: 2"):
+  with pytest.raises(
+    UserError, match="no checkpoint for step 7; available steps: 2"
+  ):
     pretrained.load_pretrained(run_dir, step=7)
 
 
@@ -123,7 +135,8 @@ def test_relative_run_dir_loads(run_dir, tmp_path, monkeypatch):
   relative = os.path.relpath(run_dir)
   assert not os.path.isabs(relative) and relative.startswith("..")
   assert pretrained.load_run_config(relative).to_dict() == (
-      tiny_run_config().to_dict())
+    tiny_run_config().to_dict()
+  )
   loaded = pretrained.load_pretrained(relative)
   assert loaded.step == 2 and loaded.num_classes == 10
 
@@ -133,7 +146,8 @@ def test_home_run_dir_loads(run_dir, monkeypatch):
   monkeypatch.setenv("HOME", os.path.dirname(run_dir))
   home = os.path.join("~", os.path.basename(run_dir))
   assert pretrained.run_signature(home) == configlib.model_signature(
-      tiny_run_config())
+    tiny_run_config()
+  )
   assert pretrained.load_pretrained(home).step == 2
 
 
@@ -177,9 +191,13 @@ def test_unreadable_for_permissions_says_so(run_dir, monkeypatch):
   # Root reads everything, so the OS error is simulated.
   def denied(step_dir):
     raise PermissionError(13, "Permission denied", step_dir)
+
   monkeypatch.setattr(pretrained, "_num_classes", denied)
-  with pytest.raises(UserError, match="cannot be read .*Permission denied.*"
-                     "make its files readable by this user"):
+  with pytest.raises(
+    UserError,
+    match="cannot be read .*Permission denied.*"
+    "make its files readable by this user",
+  ):
     pretrained.load_pretrained(run_dir)
 
 

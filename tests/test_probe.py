@@ -21,8 +21,9 @@ def _separable(seed, n, dim=16, classes=6, scale=5.0):
 
 def test_separable_features_reach_almost_perfect_accuracy():
   x, y = _separable(0, 2400)
-  out = probe.linear_probe(x[:2000], y[:2000], x[2000:], y[2000:],
-                           num_classes=6)
+  out = probe.linear_probe(
+    x[:2000], y[:2000], x[2000:], y[2000:], num_classes=6
+  )
   assert out["top1"] >= 0.97, out
   assert out["top5"] >= out["top1"]
   assert out["val_top1"] >= 0.9
@@ -37,8 +38,9 @@ def _small(seed, classes=6):
 
 
 def test_search_picks_the_best_validation_strength_and_prefers_stronger():
-  out = probe.linear_probe(*_small(1), num_classes=6,
-                           l2_grid=(1e-4, 1e-2, 1.0, 10.0))
+  out = probe.linear_probe(
+    *_small(1), num_classes=6, l2_grid=(1e-4, 1e-2, 1.0, 10.0)
+  )
   curve = out["val_top1_by_l2"]
   best = max(curve.values())
   assert out["val_top1"] == best
@@ -54,21 +56,25 @@ def test_noisy_features_choose_a_stronger_penalty_than_clean_ones():
   # Clean: labels a linear function of all features.
   x = rng.normal(size=(800, dim)).astype(np.float32)
   y = np.argmax(x @ w, 1)
-  clean = probe.linear_probe(x[:600], y[:600], x[600:], y[600:],
-                             num_classes=classes)
+  clean = probe.linear_probe(
+    x[:600], y[:600], x[600:], y[600:], num_classes=classes
+  )
   # Noisy: weak signal in one feature, 63 features of pure noise.
   y = rng.integers(0, classes, 800)
   x = rng.normal(size=(800, dim)).astype(np.float32)
   x[:, 0] += 0.7 * y
-  noisy = probe.linear_probe(x[:600], y[:600], x[600:], y[600:],
-                             num_classes=classes)
+  noisy = probe.linear_probe(
+    x[:600], y[:600], x[600:], y[600:], num_classes=classes
+  )
   assert noisy["l2"] > clean["l2"], (noisy, clean)
   assert clean["top1"] > 0.9 and noisy["top1"] < 0.6
 
 
 def test_deterministic():
-  runs = [probe.linear_probe(*_small(3), num_classes=6, l2_grid=(1e-3, 1e-1))
-          for _ in range(2)]
+  runs = [
+    probe.linear_probe(*_small(3), num_classes=6, l2_grid=(1e-3, 1e-1))
+    for _ in range(2)
+  ]
   assert runs[0] == runs[1]
 
 
@@ -76,8 +82,9 @@ def test_rows_split_over_the_mesh_give_the_same_answer():
   data = _small(4)
   one = probe.linear_probe(*data, num_classes=6, l2_grid=(1e-3, 1e-1))
   mesh = Mesh(np.array(jax.devices()), ("data",))
-  many = probe.linear_probe(*data, num_classes=6, l2_grid=(1e-3, 1e-1),
-                            mesh=mesh)
+  many = probe.linear_probe(
+    *data, num_classes=6, l2_grid=(1e-3, 1e-1), mesh=mesh
+  )
   assert one["l2"] == many["l2"]
   assert abs(one["top1"] - many["top1"]) <= 0.01 + 1e-9
 

@@ -44,63 +44,81 @@ WORK = "work"  # the working directory under the temporary root
 # Train / test images of every stand-in dataset (10 classes): one epoch is
 # the two steps of TINY_RUN's batch of 16.
 NUM_TRAIN, NUM_TEST = 32, 16
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-           "horse", "ship", "truck")
+CLASSES = (
+  "airplane",
+  "automobile",
+  "bird",
+  "cat",
+  "deer",
+  "dog",
+  "frog",
+  "horse",
+  "ship",
+  "truck",
+)
 
 # The commands the test expects, by `_key`, and what each needs.
 RUN = {
-    "main configs/default.py runs/quickstart": "quickstart, built-in data",
-    "plots runs/quickstart": "curves of the quickstart run",
-    "main configs/cifar10_cpu.py runs/cifar10_cpu":
-        "after the README's mkdir + tar of a stand-in ../shared archive",
-    "main configs/cifar10.py runs/cifar10": "tfds cifar10 in $HOME (stand-in)",
-    "main configs/cifar10.py runs/cifar10 folder": "/data/cifar10 (stand-in)",
-    "main configs/cifar10.py runs/c10_knn": "kNN on $RUN",
-    "main configs/cifar10.py runs/c10_linear": "linear evaluation on $RUN",
-    "main configs/cifar10.py runs/c10_probe": "logistic probe on $RUN",
-    "main configs/cifar10.py runs/c10_ft10": "fine-tuning on $RUN",
-    "embed": "embeddings of DIR (stand-in) from $RUN",
-    "main configs/imagenet.py runs/mine folder":
-        "unlabelled /data/my_images (stand-in)",
+  "main configs/default.py runs/quickstart": "quickstart, built-in data",
+  "plots runs/quickstart": "curves of the quickstart run",
+  "main configs/cifar10_cpu.py runs/cifar10_cpu": "after the README's mkdir + tar of a stand-in ../shared archive",
+  "main configs/cifar10.py runs/cifar10": "tfds cifar10 in $HOME (stand-in)",
+  "main configs/cifar10.py runs/cifar10 folder": "/data/cifar10 (stand-in)",
+  "main configs/cifar10.py runs/c10_knn": "kNN on $RUN",
+  "main configs/cifar10.py runs/c10_linear": "linear evaluation on $RUN",
+  "main configs/cifar10.py runs/c10_probe": "logistic probe on $RUN",
+  "main configs/cifar10.py runs/c10_ft10": "fine-tuning on $RUN",
+  "embed": "embeddings of DIR (stand-in) from $RUN",
+  "main configs/imagenet.py runs/mine folder": "unlabelled /data/my_images (stand-in)",
 }
 # Not run here, and why.
 SKIP = {
-    # Needs a TPU VM: jax[tpu], and a ResNet-50 recipe sized for a slice.
-    "main configs/tpu_v3.py runs/r50": "TPU VM",
-    # Needs CUDA GPUs (jax[cuda12], bfloat16 compute) and ImageNet in tfds.
-    "main configs/imagenet.py runs/r50": "several GPUs",
-    # One process per host of a cluster, waiting for its coordinator.
-    "main configs/imagenet.py /shared/run": "multi-host",
+  # Needs a TPU VM: jax[tpu], and a ResNet-50 recipe sized for a slice.
+  "main configs/tpu_v3.py runs/r50": "TPU VM",
+  # Needs CUDA GPUs (jax[cuda12], bfloat16 compute) and ImageNet in tfds.
+  "main configs/imagenet.py runs/r50": "several GPUs",
+  # One process per host of a cluster, waiting for its coordinator.
+  "main configs/imagenet.py /shared/run": "multi-host",
 }
 # Other commands in the bash blocks. mkdir and tar run as written (they
 # unpack the stand-in archive); the set-up commands are what made the
 # environment these tests run in, and `python -m pytest` is this suite.
-OTHER = {"mkdir": "run", "tar": "run", "python3 -m venv": "set-up",
-         ". .venv/bin/activate": "set-up", "pip install": "set-up",
-         "python -m pytest": "this test suite"}
+OTHER = {
+  "mkdir": "run",
+  "tar": "run",
+  "python3 -m venv": "set-up",
+  ". .venv/bin/activate": "set-up",
+  "pip install": "set-up",
+  "python -m pytest": "this test suite",
+}
 # README paths that cannot exist here -> stand-ins, under the temporary
 # root; an absolute README path becomes an absolute one, a relative one
 # (DIR, the README's placeholder for a folder of images) a relative one.
-STAND_INS = {"/data/cifar10": "standin/cifar10",
-             "/data/my_images": "standin/my_images",
-             "DIR": f"{WORK}/photos"}
+STAND_INS = {
+  "/data/cifar10": "standin/cifar10",
+  "/data/my_images": "standin/my_images",
+  "DIR": f"{WORK}/photos",
+}
 
 
 @dataclasses.dataclass
 class Command:
-  text: str        # as the README writes it (one line, \ joined)
+  text: str  # as the README writes it (one line, \ joined)
   argv: list[str]  # after variable and stand-in substitution
-  line: int        # README line it starts on
+  line: int  # README line it starts on
 
 
 def _expand(token: str, variables: dict[str, str], line: int) -> str:
   def value(m: re.Match) -> str:
     name = m.group(1) or m.group(2)
     if name not in variables:
-      raise AssertionError(f"README.md:{line}: ${name} is not set by an "
-                           "earlier NAME=value line and is not in the "
-                           "environment; a shell would pass ''.")
+      raise AssertionError(
+        f"README.md:{line}: ${name} is not set by an "
+        "earlier NAME=value line and is not in the "
+        "environment; a shell would pass ''."
+      )
     return variables[name]
+
   return re.sub(r"\$\{(\w+)\}|\$(\w+)", value, token)
 
 
@@ -116,16 +134,19 @@ def _stand_in(token: str, root: pathlib.Path, used: set[str]) -> str:
   return f"{flag}{eq}{stand_in}"
 
 
-def parse_readme(text: str, environ: dict[str, str], root: pathlib.Path,
-                 used: set[str]) -> list[Command]:
+def parse_readme(
+  text: str, environ: dict[str, str], root: pathlib.Path, used: set[str]
+) -> list[Command]:
   """Shell commands of the ```bash blocks and inline `python -m simclr_jax.`
   spans, in document order; `NAME=value` lines set variables for later
   commands as in one shell session."""
   variables = dict(environ)
   commands = []
   pattern = re.compile(
-      r"^```(?P<lang>[\w-]*)[ \t]*\n(?P<block>.*?)^```[ \t]*$"
-      r"|`(?P<inline>python -m simclr_jax\.[^`]+)`", re.S | re.M)
+    r"^```(?P<lang>[\w-]*)[ \t]*\n(?P<block>.*?)^```[ \t]*$"
+    r"|`(?P<inline>python -m simclr_jax\.[^`]+)`",
+    re.S | re.M,
+  )
   for m in pattern.finditer(text):
     start = text.count("\n", 0, m.start()) + 1
     if m.group("inline"):
@@ -155,8 +176,9 @@ def parse_readme(text: str, environ: dict[str, str], root: pathlib.Path,
             name, value = w.split("=", 1)
             variables[name] = _expand(value, variables, line_no)
           continue
-        argv = [_stand_in(_expand(w, variables, line_no), root, used)
-                for w in words]
+        argv = [
+          _stand_in(_expand(w, variables, line_no), root, used) for w in words
+        ]
         commands.append(Command(" ".join(words), argv, line_no))
   return commands
 
@@ -189,12 +211,14 @@ def _key(argv: list[str]) -> str:
 
 def _other(argv: list[str]) -> str:
   for prefix in OTHER:
-    if argv[:len(prefix.split())] == prefix.split():
+    if argv[: len(prefix.split())] == prefix.split():
       return prefix
-  raise AssertionError(f"README command {' '.join(argv)!r} is neither a "
-                       "`python -m simclr_jax.` command nor listed in OTHER "
-                       "of tests/test_readme_commands.py; run it there or "
-                       "add it to OTHER with the reason it is not run.")
+  raise AssertionError(
+    f"README command {' '.join(argv)!r} is neither a "
+    "`python -m simclr_jax.` command nor listed in OTHER "
+    "of tests/test_readme_commands.py; run it there or "
+    "add it to OTHER with the reason it is not run."
+  )
 
 
 # ------------------------------------------------------------- stand-ins
@@ -221,8 +245,14 @@ def _mixed_images(root: pathlib.Path, count: int, nested: bool) -> list[str]:
   """Unlabelled images of every format and mode the README names, in
   assorted sizes, directly in `root` (and one level down if `nested`)."""
   rng = np.random.default_rng(2)
-  kinds = [("RGB", ".jpg"), ("L", ".png"), ("RGBA", ".png"), ("RGB", ".bmp"),
-           ("RGB", ".gif"), ("RGB", ".JPEG")]
+  kinds = [
+    ("RGB", ".jpg"),
+    ("L", ".png"),
+    ("RGBA", ".png"),
+    ("RGB", ".bmp"),
+    ("RGB", ".gif"),
+    ("RGB", ".JPEG"),
+  ]
   names = []
   for i in range(count):
     mode, ext = kinds[i % len(kinds)]
@@ -231,7 +261,8 @@ def _mixed_images(root: pathlib.Path, count: int, nested: bool) -> list[str]:
     name = f"{'nested/' if nested and i % 4 == 3 else ''}img{i:02d}{ext}"
     (root / name).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(rng.integers(0, 256, shape, np.uint8), mode).save(
-        root / name)
+      root / name
+    )
     names.append(name)
   return sorted(names)
 
@@ -239,32 +270,41 @@ def _mixed_images(root: pathlib.Path, count: int, nested: bool) -> list[str]:
 class _TinyCifar10(cifar.Cifar10, skip_registration=True):
   """tfds `cifar10` as `tfds build cifar10` prepares it, with random images
   instead of the download."""
+
   name = "cifar10"
 
   def _split_generators(self, dl_manager):
     del dl_manager  # nothing to download
-    return {"train": self._examples(NUM_TRAIN, 0),
-            "test": self._examples(NUM_TEST, 1)}
+    return {
+      "train": self._examples(NUM_TRAIN, 0),
+      "test": self._examples(NUM_TEST, 1),
+    }
 
   def _examples(self, count, seed):
     rng = np.random.default_rng(seed)
     for i in range(count):
-      yield f"{seed}_{i}", {
-          "id": f"{seed}_{i}", "label": i % 10,
-          "image": rng.integers(0, 256, (32, 32, 3), np.uint8)}
+      yield (
+        f"{seed}_{i}",
+        {
+          "id": f"{seed}_{i}",
+          "label": i % 10,
+          "image": rng.integers(0, 256, (32, 32, 3), np.uint8),
+        },
+      )
 
 
 @dataclasses.dataclass
 class Workspace:
-  root: pathlib.Path       # temporary root holding everything below
-  cwd: pathlib.Path        # where the README's commands run ("the repo")
+  root: pathlib.Path  # temporary root holding everything below
+  cwd: pathlib.Path  # where the README's commands run ("the repo")
   env: dict[str, str | None]
   commands: list[Command]
   used_stand_ins: set[str]
 
   def find(self, key: str) -> Command:
-    found = [c for c in self.commands if _is_simclr(c.argv)
-             and _key(c.argv) == key]
+    found = [
+      c for c in self.commands if _is_simclr(c.argv) and _key(c.argv) == key
+    ]
     assert len(found) == 1, f"README.md has {len(found)} commands {key!r}"
     return found[0]
 
@@ -272,12 +312,19 @@ class Workspace:
     """The README command `key` with `extra` appended, from `cwd`."""
     command = self.find(key)
     argv = command.argv
-    proc = run_cli(*argv[3:], *extra, module=argv[2], cwd=cwd or self.cwd,
-                   env=self.env, timeout=600)
+    proc = run_cli(
+      *argv[3:],
+      *extra,
+      module=argv[2],
+      cwd=cwd or self.cwd,
+      env=self.env,
+      timeout=600,
+    )
     assert proc.returncode == 0, (
-        f"README.md:{command.line}: {command.text}\nfailed as\n"
-        f"{' '.join(argv)} {' '.join(extra)}\nin {cwd or self.cwd}:\n"
-        f"{proc.stderr[-4000:]}")
+      f"README.md:{command.line}: {command.text}\nfailed as\n"
+      f"{' '.join(argv)} {' '.join(extra)}\nin {cwd or self.cwd}:\n"
+      f"{proc.stderr[-4000:]}"
+    )
     return proc
 
 
@@ -295,7 +342,8 @@ def ws(tmp_path_factory) -> Workspace:
   home = root / "home"
   # tfds cifar10 in ~/tensorflow_datasets, where `tfds build` puts it.
   _TinyCifar10(data_dir=str(home / "tensorflow_datasets")).download_and_prepare(
-      download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+  )
   # ../shared/data/cifar10-jpg.tar.gz as seen from the working directory.
   archive = root / "shared" / "data" / "cifar10-jpg.tar.gz"
   archive.parent.mkdir(parents=True)
@@ -308,8 +356,7 @@ def ws(tmp_path_factory) -> Workspace:
   _mixed_images(root / STAND_INS["DIR"], 14, nested=True)
   env = {"HOME": str(home), "TFDS_DATA_DIR": None}
   used: set[str] = set()
-  commands = parse_readme(README.read_text(), {"HOME": str(home)}, root,
-                          used)
+  commands = parse_readme(README.read_text(), {"HOME": str(home)}, root, used)
   return Workspace(root, cwd, env, commands, used)
 
 
@@ -331,8 +378,9 @@ def _results(workdir: pathlib.Path) -> dict:
     return json.load(f)
 
 
-def _check_pretraining(ws: Workspace, key: str, proc, cwd=None, *,
-                       source: str, num_classes: int = 10) -> pathlib.Path:
+def _check_pretraining(
+  ws: Workspace, key: str, proc, cwd=None, *, source: str, num_classes: int = 10
+) -> pathlib.Path:
   workdir = (cwd or ws.cwd) / _flag(ws.find(key).argv, "--workdir")
   assert "step 2/2" in proc.stdout, proc.stdout[-2000:]
   results = _results(workdir)
@@ -368,21 +416,28 @@ def _cifar10_folder(ws: Workspace):
 
 
 BACKGROUND = {  # test -> command; the slowest (a program of its own) first
-    "test_your_own_unlabelled_images":
-        lambda ws: _pretrain(ws, "main configs/imagenet.py runs/mine folder"),
-    "test_cifar10_cpu_from_the_shared_archive": _cifar10_cpu,
-    "test_cifar10_from_an_image_folder": _cifar10_folder,
+  "test_your_own_unlabelled_images": lambda ws: _pretrain(
+    ws, "main configs/imagenet.py runs/mine folder"
+  ),
+  "test_cifar10_cpu_from_the_shared_archive": _cifar10_cpu,
+  "test_cifar10_from_an_image_folder": _cifar10_folder,
 }
 
 
 @pytest.fixture(scope="module", autouse=True)
 def background(request, ws):
   """{test name: future} of the BACKGROUND commands of the selected tests."""
-  selected = {item.originalname for item in request.session.items
-              if item.module.__name__ == __name__}
+  selected = {
+    item.originalname
+    for item in request.session.items
+    if item.module.__name__ == __name__
+  }
   pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-  futures = {name: pool.submit(run, ws) for name, run in BACKGROUND.items()
-             if name in selected}
+  futures = {
+    name: pool.submit(run, ws)
+    for name, run in BACKGROUND.items()
+    if name in selected
+  }
   yield futures
   pool.shutdown(wait=True, cancel_futures=True)
 
@@ -393,8 +448,9 @@ def background(request, ws):
 def test_readme_lists_every_expected_command(ws):
   keys = [_key(c.argv) for c in ws.commands if _is_simclr(c.argv)]
   assert sorted(keys) == sorted([*RUN, *SKIP]), (
-      "README.md's `python -m simclr_jax.` commands changed; update RUN / "
-      "SKIP in tests/test_readme_commands.py")
+    "README.md's `python -m simclr_jax.` commands changed; update RUN / "
+    "SKIP in tests/test_readme_commands.py"
+  )
   others = {_other(c.argv) for c in ws.commands if not _is_simclr(c.argv)}
   assert others == set(OTHER)
   assert ws.used_stand_ins == set(STAND_INS)
@@ -432,12 +488,15 @@ def test_cifar10_from_tfds(cifar10_run):
   assert (cifar10_run / "checkpoints").is_dir()
 
 
-@pytest.mark.parametrize("name, mode, details", [
+@pytest.mark.parametrize(
+  "name, mode, details",
+  [
     ("c10_knn", "knn", {}),
     ("c10_linear", "linear", {"method": "sgd"}),
     ("c10_probe", "linear", {"method": "logistic"}),
     ("c10_ft10", "finetune", {"label_fraction": 0.1}),
-])
+  ],
+)
 def test_downstream_modes_on_run(ws, cifar10_run, name, mode, details):
   key = f"main configs/cifar10.py runs/{name}"
   argv = ws.find(key).argv
@@ -448,13 +507,15 @@ def test_downstream_modes_on_run(ws, cifar10_run, name, mode, details):
   assert results["checkpoint"] == {"dir": str(cifar10_run), "step": 2}
   assert results["dataset"]["num_eval"] == NUM_TEST
   assert results["metrics"] and all(
-      0.0 <= v <= 1.0 for v in results["metrics"].values())
+    0.0 <= v <= 1.0 for v in results["metrics"].values()
+  )
   assert details.items() <= results["details"].items()
 
 
 def _all_files(root: pathlib.Path) -> list[str]:
-  return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                if p.is_file())
+  return sorted(
+    p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()
+  )
 
 
 def test_embed_a_folder(ws, cifar10_run):
@@ -470,19 +531,30 @@ def test_embed_a_folder(ws, cifar10_run):
 
 def test_your_own_unlabelled_images(ws, background):
   proc = background["test_your_own_unlabelled_images"].result()
-  workdir = _check_pretraining(ws, "main configs/imagenet.py runs/mine folder",
-                               proc, source="folder", num_classes=0)
+  workdir = _check_pretraining(
+    ws,
+    "main configs/imagenet.py runs/mine folder",
+    proc,
+    source="folder",
+    num_classes=0,
+  )
   assert _results(workdir)["metrics"] == {}  # evaluation needs labels
 
 
 def test_cifar10_cpu_from_the_shared_archive(ws, background):
   proc = background["test_cifar10_cpu_from_the_shared_archive"].result()
   assert sorted(os.listdir(ws.cwd / "data" / "cifar10")) == ["test", "train"]
-  _check_pretraining(ws, "main configs/cifar10_cpu.py runs/cifar10_cpu", proc,
-                     source="folder")
+  _check_pretraining(
+    ws, "main configs/cifar10_cpu.py runs/cifar10_cpu", proc, source="folder"
+  )
 
 
 def test_cifar10_from_an_image_folder(ws, background):
   cwd, proc = background["test_cifar10_from_an_image_folder"].result()
-  _check_pretraining(ws, "main configs/cifar10.py runs/cifar10 folder", proc,
-                     cwd, source="folder")
+  _check_pretraining(
+    ws,
+    "main configs/cifar10.py runs/cifar10 folder",
+    proc,
+    cwd,
+    source="folder",
+  )

@@ -15,10 +15,12 @@ def test_format_duration():
 
 def test_report_prints_progress_and_writes_events(tmp_path, capsys):
   r = reporting.Reporter(str(tmp_path), total_steps=100, batch_size=64)
-  r.report(10, {"contrastive_loss": 5.5, "contrast_acc": 0.25,
-                "learning_rate": 0.1})
-  r.report(20, {"contrastive_loss": 5.0, "contrast_acc": 0.5,
-                "learning_rate": 0.2})
+  r.report(
+    10, {"contrastive_loss": 5.5, "contrast_acc": 0.25, "learning_rate": 0.1}
+  )
+  r.report(
+    20, {"contrastive_loss": 5.0, "contrast_acc": 0.5, "learning_rate": 0.2}
+  )
   r.close()
   lines = capsys.readouterr().out.strip().splitlines()
   assert lines[0].startswith("step 10/100 (10.0%)")
@@ -43,8 +45,13 @@ def test_metrics_jsonl_has_one_line_per_report(tmp_path):
   r.close()
   recs = _records(tmp_path)
   assert [rec["step"] for rec in recs] == [10, 20, 20]
-  assert set(recs[1]) == {"step", "time", "contrastive_loss", "contrast_acc",
-                          "images_per_sec"}
+  assert set(recs[1]) == {
+    "step",
+    "time",
+    "contrastive_loss",
+    "contrast_acc",
+    "images_per_sec",
+  }
   assert recs[1]["contrastive_loss"] == 5.0 and recs[1]["images_per_sec"] > 0
   assert set(recs[2]) == {"step", "time", "eval/trained/knn_accuracy"}
   assert recs[2]["eval/trained/knn_accuracy"] == 0.75
@@ -56,13 +63,17 @@ def test_resumed_reporter_appends(tmp_path):
   r.report(10, {"contrastive_loss": 3.0})
   r.report(20, {"contrastive_loss": 2.0})
   r.close()
-  r = reporting.Reporter(str(tmp_path), total_steps=40, batch_size=8,
-                         start_step=10)
+  r = reporting.Reporter(
+    str(tmp_path), total_steps=40, batch_size=8, start_step=10
+  )
   r.report(20, {"contrastive_loss": 1.5})
   r.close()
   recs = _records(tmp_path)
   assert [(rec["step"], rec["contrastive_loss"]) for rec in recs] == [
-      (10, 3.0), (20, 2.0), (20, 1.5)]
+    (10, 3.0),
+    (20, 2.0),
+    (20, 1.5),
+  ]
 
 
 def test_only_process_zero_writes(tmp_path, monkeypatch, capsys):

@@ -23,8 +23,10 @@ def _save(path, mode, size, color, fmt=None):
 def _all(cfg, split, batch=4):
   batches = list(data.eval_batches(cfg, split, global_batch_size=batch))
   mask = np.concatenate([b["mask"] for b in batches])
-  return (np.concatenate([b["image"] for b in batches])[mask],
-          np.concatenate([b["label"] for b in batches])[mask])
+  return (
+    np.concatenate([b["image"] for b in batches])[mask],
+    np.concatenate([b["label"] for b in batches])[mask],
+  )
 
 
 @pytest.fixture(name="folder")
@@ -45,8 +47,9 @@ def _folder(tmp_path):
 
 def test_folder_info(folder):
   info = data.dataset_info(data.DataConfig(source="folder", data_dir=folder))
-  assert info == data.DatasetInfo(num_train=5, num_eval=2, num_classes=2,
-                                  class_names=("cat", "dog"))
+  assert info == data.DatasetInfo(
+    num_train=5, num_eval=2, num_classes=2, class_names=("cat", "dog")
+  )
 
 
 def _pop_match(images, labels, label, color, atol):
@@ -63,25 +66,27 @@ def test_folder_images_labels_and_sizes(folder):
   assert images.shape == (5, 16, 16, 3) and images.dtype == np.uint8
   assert labels.dtype == np.int32
   images, labels = list(images), list(labels)
-  _pop_match(images, labels, 0, RED, atol=8)             # a.jpg
+  _pop_match(images, labels, 0, RED, atol=8)  # a.jpg
   gray, _ = _pop_match(images, labels, 0, (128,) * 3, atol=0)
-  assert np.all(gray == 128)                             # grayscale -> RGB
-  _pop_match(images, labels, 1, BLUE, atol=1)            # RGBA: alpha dropped
-  _pop_match(images, labels, 1, GREEN, atol=8)           # nested/d.jpeg
-  _pop_match(images, labels, 1, GREEN, atol=1)           # e.bmp
+  assert np.all(gray == 128)  # grayscale -> RGB
+  _pop_match(images, labels, 1, BLUE, atol=1)  # RGBA: alpha dropped
+  _pop_match(images, labels, 1, GREEN, atol=8)  # nested/d.jpeg
+  _pop_match(images, labels, 1, GREEN, atol=1)  # e.bmp
   images, labels = _all(cfg, "test")
   assert images.shape == (2, 16, 16, 3)
   np.testing.assert_array_equal(sorted(labels), [0, 1])
 
 
 def test_folder_training_reshuffles_files_when_not_cached(folder):
-  cfg = data.DataConfig(source="folder", data_dir=folder, image_size=8,
-                        cache=False)
-  epochs = list(itertools.islice(
-      data.train_batches(cfg, global_batch_size=5, seed=0), 4))
+  cfg = data.DataConfig(
+    source="folder", data_dir=folder, image_size=8, cache=False
+  )
+  epochs = list(
+    itertools.islice(data.train_batches(cfg, global_batch_size=5, seed=0), 4)
+  )
   keys = [[im.tobytes() for im in b["image"]] for b in epochs]
   assert all(sorted(k) == sorted(keys[0]) for k in keys)  # every file, once
-  assert len({tuple(k) for k in keys}) > 1                 # new order
+  assert len({tuple(k) for k in keys}) > 1  # new order
 
 
 def test_folder_resize_keeps_aspect_and_centre_crops(tmp_path):
@@ -92,8 +97,9 @@ def test_folder_resize_keeps_aspect_and_centre_crops(tmp_path):
   pixels[:, :8] = pixels[:, 56:] = GREEN
   os.makedirs(tmp_path / "train")
   Image.fromarray(pixels).save(tmp_path / "train" / "x.png")
-  cfg = data.DataConfig(source="folder", data_dir=str(tmp_path),
-                        image_size=16, eval_split="")
+  cfg = data.DataConfig(
+    source="folder", data_dir=str(tmp_path), image_size=16, eval_split=""
+  )
   (image,), (label,) = _all(cfg, "train")
   assert label == -1
   np.testing.assert_allclose(image[:, 1:6].mean((0, 1)), RED, atol=2)
@@ -116,8 +122,9 @@ def test_unlabelled_flat_folder(tmp_path):
 def test_flat_folder_with_class_folders(tmp_path):
   _save(f"{tmp_path}/b_class/x.png", "RGB", (8, 8), RED)
   _save(f"{tmp_path}/a_class/y.png", "RGB", (8, 8), RED)
-  info = data.dataset_info(data.DataConfig(source="folder",
-                                           data_dir=str(tmp_path)))
+  info = data.dataset_info(
+    data.DataConfig(source="folder", data_dir=str(tmp_path))
+  )
   assert info.class_names == ("a_class", "b_class") and info.num_eval == 0
 
 
@@ -127,29 +134,45 @@ def _raises(match, fn, *args, **kwargs):
 
 
 def test_folder_errors(folder, tmp_path):
-  _raises("does not exist", data.dataset_info, data.DataConfig(
-      source="folder", data_dir=str(tmp_path / "missing")))
+  _raises(
+    "does not exist",
+    data.dataset_info,
+    data.DataConfig(source="folder", data_dir=str(tmp_path / "missing")),
+  )
   os.makedirs(tmp_path / "empty" / "train")
-  _raises("no images", data.dataset_info, data.DataConfig(
-      source="folder", data_dir=str(tmp_path / "empty")))
+  _raises(
+    "no images",
+    data.dataset_info,
+    data.DataConfig(source="folder", data_dir=str(tmp_path / "empty")),
+  )
   cfg = data.DataConfig(source="folder", data_dir=folder)
-  _raises(r"no split 'val' \(available: test, train\)",
-          data.eval_batches, cfg, "val", global_batch_size=2)
-  _raises("eval_split=''", data.dataset_info, data.DataConfig(
-      source="folder", data_dir=folder, eval_split="validation"))
-  _raises("no 'training' folder", data.dataset_info, data.DataConfig(
-      source="folder", data_dir=folder, train_split="training"))
-  _raises("needs data_dir", data.dataset_info,
-          data.DataConfig(source="folder"))
-  _raises("unknown data source", data.dataset_info,
-          data.DataConfig(source="s3"))
+  _raises(
+    r"no split 'val' \(available: test, train\)",
+    data.eval_batches,
+    cfg,
+    "val",
+    global_batch_size=2,
+  )
+  _raises(
+    "eval_split=''",
+    data.dataset_info,
+    data.DataConfig(source="folder", data_dir=folder, eval_split="validation"),
+  )
+  _raises(
+    "no 'training' folder",
+    data.dataset_info,
+    data.DataConfig(source="folder", data_dir=folder, train_split="training"),
+  )
+  _raises("needs data_dir", data.dataset_info, data.DataConfig(source="folder"))
+  _raises(
+    "unknown data source", data.dataset_info, data.DataConfig(source="s3")
+  )
 
 
 def test_corrupt_file_is_named(tmp_path):
   _save(f"{tmp_path}/train/a/good.png", "RGB", (8, 8), RED)
   (tmp_path / "train" / "a" / "broken.jpg").write_bytes(b"\xff\xd8garbage")
-  cfg = data.DataConfig(source="folder", data_dir=str(tmp_path),
-                        eval_split="")
+  cfg = data.DataConfig(source="folder", data_dir=str(tmp_path), eval_split="")
   batches = data.train_batches(cfg, global_batch_size=2, seed=0)
   _raises(r"cannot decode image file .*broken\.jpg", next, batches)
 
@@ -179,20 +202,33 @@ def _tfds_dir(tmp_path):
   builder = tfds.builder("cifar10", data_dir=str(tmp_path))
   os.makedirs(builder.data_dir)
   template = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
-  builder.info.set_splits(tfds.core.SplitDict([
-      tfds.core.SplitInfo(
-          name=name, shard_lengths=[n], num_bytes=0,
+  builder.info.set_splits(
+    tfds.core.SplitDict(
+      [
+        tfds.core.SplitInfo(
+          name=name,
+          shard_lengths=[n],
+          num_bytes=0,
           filename_template=tfds.core.ShardedFileTemplate(
-              data_dir=builder.data_dir, template=template,
-              dataset_name="cifar10", split=name, filetype_suffix="tfrecord"))
-      for name, n in (("train", 24), ("test", 10))]))
+            data_dir=builder.data_dir,
+            template=template,
+            dataset_name="cifar10",
+            split=name,
+            filetype_suffix="tfrecord",
+          ),
+        )
+        for name, n in (("train", 24), ("test", 10))
+      ]
+    )
+  )
   builder.info.write_to_directory(builder.data_dir)
   return str(tmp_path)
 
 
 def test_tfds_with_mock_data(tfds_dir):
-  cfg = data.DataConfig(source="tfds", name="cifar10", data_dir=tfds_dir,
-                        image_size=16)
+  cfg = data.DataConfig(
+    source="tfds", name="cifar10", data_dir=tfds_dir, image_size=16
+  )
   with tfds.testing.mock_data(num_examples=24, data_dir=tfds_dir):
     info = data.dataset_info(cfg)
     assert (info.num_train, info.num_eval, info.num_classes) == (24, 10, 10)
@@ -217,8 +253,9 @@ def test_tfds_with_plain_mock_data():
 
 
 def test_tfds_unknown_split(tfds_dir):
-  cfg = data.DataConfig(source="tfds", name="cifar10", data_dir=tfds_dir,
-                        eval_split="validation")
+  cfg = data.DataConfig(
+    source="tfds", name="cifar10", data_dir=tfds_dir, eval_split="validation"
+  )
   with tfds.testing.mock_data(num_examples=24, data_dir=tfds_dir):
     _raises("available splits: train, test", data.dataset_info, cfg)
 
@@ -238,18 +275,27 @@ def test_builtin_info_and_unknown_split():
   info = data.dataset_info(cfg)
   assert (info.num_train, info.num_eval, info.num_classes) == (50, 20, 10)
   assert data.dataset_info(data.DataConfig(eval_split="")).num_eval == 0
-  _raises("no split 'validation'", data.dataset_info,
-          data.DataConfig(eval_split="validation"))
+  _raises(
+    "no split 'validation'",
+    data.dataset_info,
+    data.DataConfig(eval_split="validation"),
+  )
 
 
 def test_host_size_sets_the_squares_every_source_yields(folder, tmp_path):
   """data.host_size, not image_size, is the side of the host's squares, for
   train and eval batches of folder and builtin data; 0 means image_size."""
-  for cfg in (data.DataConfig(source="folder", data_dir=folder, image_size=8,
-                              host_size=24),
-              data.DataConfig(image_size=8, host_size=24,
-                              builtin_train_examples=4,
-                              builtin_eval_examples=3)):
+  for cfg in (
+    data.DataConfig(
+      source="folder", data_dir=folder, image_size=8, host_size=24
+    ),
+    data.DataConfig(
+      image_size=8,
+      host_size=24,
+      builtin_train_examples=4,
+      builtin_eval_examples=3,
+    ),
+  ):
     assert cfg.host_image_size == 24
     images, _ = _all(cfg, cfg.eval_split)
     assert images.shape[1:] == (24, 24, 3)
@@ -265,8 +311,13 @@ def test_host_size_keeps_the_resolution_that_image_size_would_lose(tmp_path):
   path = tmp_path / "img" / "train" / "a" / "x.png"
   _save(str(path), "L", (64, 64), 0)
   Image.fromarray(cells).save(path)
-  big = data.DataConfig(source="folder", data_dir=str(tmp_path / "img"),
-                        image_size=8, host_size=32, eval_split="")
+  big = data.DataConfig(
+    source="folder",
+    data_dir=str(tmp_path / "img"),
+    image_size=8,
+    host_size=32,
+    eval_split="",
+  )
   small = dataclasses.replace(big, host_size=0)
   (image_big,), _ = _all(big, "train", batch=1)
   (image_small,), _ = _all(small, "train", batch=1)
@@ -276,5 +327,8 @@ def test_host_size_keeps_the_resolution_that_image_size_would_lose(tmp_path):
 
 
 def test_host_size_below_image_size_is_refused():
-  _raises("host_size=8 is smaller than image_size=16", data.dataset_info,
-          data.DataConfig(image_size=16, host_size=8))
+  _raises(
+    "host_size=8 is smaller than image_size=16",
+    data.dataset_info,
+    data.DataConfig(image_size=16, host_size=8),
+  )

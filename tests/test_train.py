@@ -19,7 +19,6 @@ from simclr_jax.errors import UserError
 from helpers import tiny_config
 
 
-
 def _final_state(workdir, config):
   setup = train.TrainSetup(config)
   ckpt = checkpointing.Checkpointer(workdir, keep=10, every_steps=1)
@@ -54,17 +53,19 @@ def test_builtin_run_writes_results_checkpoints_and_events(tmp_path, capsys):
   trained = results["metrics"]["trained"]
   assert trained["online_head_top1"] == pytest.approx(top1, abs=1e-9)
   assert trained["online_head_top5"] == pytest.approx(top5, abs=1e-9)
-  assert top1 < top5 < 1.0    # 10 classes: top-5 is not trivially 1
+  assert top1 < top5 < 1.0  # 10 classes: top-5 is not trivially 1
   for name in ("random_init", "raw_pixels"):
     assert not {"online_head_top1", "online_head_top5"} & set(
-        results["metrics"][name])
+      results["metrics"][name]
+    )
   header = next(l for l in out.splitlines() if l.startswith("encoder"))
   assert "online_head_top1" in header and "online_head_top5" in header
   row = next(l for l in out.splitlines() if l.startswith("trained "))
   assert f"{100 * top1:.2f}%" in row and f"{100 * top5:.2f}%" in row
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    monitored = [json.loads(l)["step"] for l in f
-                 if "monitor/knn_accuracy" in l]
+    monitored = [
+      json.loads(l)["step"] for l in f if "monitor/knn_accuracy" in l
+    ]
   assert monitored == [2, 4]
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
   assert any(n.startswith("events.out.tfevents") for n in os.listdir(workdir))
@@ -76,12 +77,19 @@ def _online_head_by_hand(workdir, config):
   state = _final_state(workdir, config)
   setup = train.TrainSetup(config)
   variables = {"params": state.params, "batch_stats": state.batch_stats}
-  logits_fn = jax.jit(lambda v, x: setup.model.apply(
-      v, augment.preprocess_eval(x, image_size=config.data.image_size),
-      train=False)["logits"])
+  logits_fn = jax.jit(
+    lambda v, x: setup.model.apply(
+      v,
+      augment.preprocess_eval(x, image_size=config.data.image_size),
+      train=False,
+    )["logits"]
+  )
   hits1, hits5 = [], []
-  for batch in data_lib.eval_batches(setup.data_cfg, config.data.eval_split,
-                                     global_batch_size=config.eval.batch_size):
+  for batch in data_lib.eval_batches(
+    setup.data_cfg,
+    config.data.eval_split,
+    global_batch_size=config.eval.batch_size,
+  ):
     mask, labels = batch["mask"], batch["label"]
     logits = np.asarray(logits_fn(variables, batch["image"]))[mask]
     top = np.argsort(-logits, axis=-1)[:, :5]
@@ -112,10 +120,11 @@ def test_resume_continues_and_matches_uninterrupted_run(tmp_path, capsys):
   assert results["checkpoint"]["step"] == 6
   a, b = _final_state(straight, c), _final_state(split, c)
   assert int(a.step) == int(b.step) == 6
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5,
-                                                       atol=1e-6),
-               (a.params, a.batch_stats, a.opt_state, a.rng),
-               (b.params, b.batch_stats, b.opt_state, b.rng))
+  jax.tree.map(
+    lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6),
+    (a.params, a.batch_stats, a.opt_state, a.rng),
+    (b.params, b.batch_stats, b.opt_state, b.rng),
+  )
 
 
 def _run_until(config, workdir, stop_at):
@@ -131,6 +140,7 @@ def _run_until(config, workdir, stop_at):
         raise KeyboardInterrupt
       calls["n"] += 1
       return step(state, batch)
+
     return wrapped
 
   train.step_lib.make_train_step = limited
@@ -139,8 +149,9 @@ def _run_until(config, workdir, stop_at):
       train.train_and_evaluate(config, workdir)
   finally:
     train.step_lib.make_train_step = original
-  steps = sorted(int(s) for s in os.listdir(os.path.join(workdir,
-                                                         "checkpoints")))
+  steps = sorted(
+    int(s) for s in os.listdir(os.path.join(workdir, "checkpoints"))
+  )
   assert steps[-1] == stop_at
 
 

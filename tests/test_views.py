@@ -14,19 +14,22 @@ def test_example_keys_independent_of_batch_size():
   key = jax.random.PRNGKey(3)
   keys = np.asarray(views.example_keys(key, 8))
   assert keys.shape[:2] == (8, 2)
-  np.testing.assert_array_equal(keys,
-                                np.asarray(views.example_keys(key, 16))[:8])
+  np.testing.assert_array_equal(
+    keys, np.asarray(views.example_keys(key, 16))[:8]
+  )
   assert len({k.tobytes() for k in keys.reshape(16, -1)}) == 16
 
 
 def test_two_views_interleaves_examples():
   images = jnp.stack([jnp.full((16, 16, 3), v, jnp.uint8) for v in (0, 255)])
-  cfg = augment.AugmentConfig(image_size=16, color_jitter_strength=0.0,
-                              grayscale_prob=0.0, blur_prob=0.0)
+  cfg = augment.AugmentConfig(
+    image_size=16, color_jitter_strength=0.0, grayscale_prob=0.0, blur_prob=0.0
+  )
   out = views.two_views(jax.random.PRNGKey(0), images, (cfg, cfg))
   assert out.shape == (4, 16, 16, 3)
-  np.testing.assert_allclose(np.asarray(out.mean(axis=(1, 2, 3))),
-                             [0, 0, 1, 1], atol=1e-3)
+  np.testing.assert_allclose(
+    np.asarray(out.mean(axis=(1, 2, 3))), [0, 0, 1, 1], atol=1e-3
+  )
 
 
 def test_symmetric_is_the_reference_default():
@@ -44,9 +47,14 @@ def test_byol_views():
 
 def test_byol_view_two_solarizes_and_view_one_does_not():
   # Crop/flip/jitter/blur off: only solarize can change a bright image.
-  base = augment.AugmentConfig(image_size=8, crop=False, flip=False,
-                               color_jitter_prob=0.0, grayscale_prob=0.0,
-                               blur_prob=0.0)
+  base = augment.AugmentConfig(
+    image_size=8,
+    crop=False,
+    flip=False,
+    color_jitter_prob=0.0,
+    grayscale_prob=0.0,
+    blur_prob=0.0,
+  )
   v1, v2 = views.view_configs(base, "byol")
   v1 = augment.AugmentConfig(**{**v1.__dict__, "blur_prob": 0.0})
   images = jnp.full((400, 8, 8, 3), 230, jnp.uint8)
@@ -74,20 +82,26 @@ def test_per_batch_sigma_views_ignore_batch_size_and_device_split():
   # 16-example batch get the views they get alone, and 8 devices give the
   # views of one.
   # (Jitter off to keep it cheap; 24 px gives a 3-tap blur.)
-  cfg = augment.AugmentConfig(image_size=24, color_jitter_prob=0.0,
-                              blur_prob=0.5, blur_sigma="per_batch")
-  assert views.batch_blur_sigmas(jax.random.PRNGKey(0), (
-      cfg, augment.AugmentConfig(image_size=24)))[1] is None
-  images = np.random.default_rng(0).integers(0, 256, (16, 24, 24, 3),
-                                             np.uint8)
+  cfg = augment.AugmentConfig(
+    image_size=24, color_jitter_prob=0.0, blur_prob=0.5, blur_sigma="per_batch"
+  )
+  assert (
+    views.batch_blur_sigmas(
+      jax.random.PRNGKey(0), (cfg, augment.AugmentConfig(image_size=24))
+    )[1]
+    is None
+  )
+  images = np.random.default_rng(0).integers(0, 256, (16, 24, 24, 3), np.uint8)
   fn = jax.jit(lambda k, x: views.two_views(k, x, (cfg, cfg)))
   key = jax.random.PRNGKey(2)
   whole = np.asarray(fn(key, images))
-  np.testing.assert_allclose(np.asarray(fn(key, images[:8])), whole[:16],
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(fn(key, images[:8])), whole[:16], atol=1e-6
+  )
   mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
-  sharded = jax.device_put(images, jax.sharding.NamedSharding(
-      mesh, jax.sharding.PartitionSpec("data")))
+  sharded = jax.device_put(
+    images, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  )
   # The 8-device program is compiled apart from the 1-device one and may
   # order float sums differently (seen: 2.4e-6 with XLA's quick-compile
   # mode); a wrong key or sigma moves pixels by more than 1e-2.

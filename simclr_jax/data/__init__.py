@@ -16,14 +16,14 @@ from simclr_jax.data.sources import dataset_info
 from simclr_jax.data.sources import DatasetInfo
 
 __all__ = [
-    "BUILTIN_CLASS_NAMES",
-    "DataConfig",
-    "DatasetInfo",
-    "dataset_info",
-    "eval_batches",
-    "local_batch_size",
-    "prefetch_to_device",
-    "shard_batches",
-    "to_global",
-    "train_batches",
+  "BUILTIN_CLASS_NAMES",
+  "DataConfig",
+  "DatasetInfo",
+  "dataset_info",
+  "eval_batches",
+  "local_batch_size",
+  "prefetch_to_device",
+  "shard_batches",
+  "to_global",
+  "train_batches",
 ]

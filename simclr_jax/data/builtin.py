@@ -26,14 +26,22 @@ import functools
 import numpy as np
 
 CLASS_NAMES: tuple[str, ...] = (
-    "circle", "square", "triangle", "star", "cross", "ring", "crescent",
-    "stripes", "checkerboard", "dots",
+  "circle",
+  "square",
+  "triangle",
+  "star",
+  "cross",
+  "ring",
+  "crescent",
+  "stripes",
+  "checkerboard",
+  "dots",
 )
 NUM_CLASSES = len(CLASS_NAMES)
 
-_NUM_CLUTTER = 4          # clutter items per image (each present with p=0.7)
-_NUM_FRONT = 1            # ... of which the last ones occlude the object
-_CHUNK_PIXELS = 1 << 18   # pixels rendered at once; bounds peak memory
+_NUM_CLUTTER = 4  # clutter items per image (each present with p=0.7)
+_NUM_FRONT = 1  # ... of which the last ones occlude the object
+_CHUNK_PIXELS = 1 << 18  # pixels rendered at once; bounds peak memory
 
 
 def split_seed(seed: int, split: str) -> int:
@@ -42,8 +50,9 @@ def split_seed(seed: int, split: str) -> int:
   return int(np.random.SeedSequence([seed, split_id]).generate_state(1)[0])
 
 
-def generate(num_examples: int, image_size: int,
-             seed: int) -> tuple[np.ndarray, np.ndarray]:
+def generate(
+  num_examples: int, image_size: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
   """Generates `num_examples` class-balanced images.
 
   Returns images uint8 (N, S, S, 3) and labels int32 (N,), deterministic in the
@@ -84,28 +93,38 @@ def _sample_params(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
   fg[low] = 0.5 * fg[low] + 0.5 * far[low]
   k = _NUM_CLUTTER
   return dict(
-      label=labels,
-      # Object placement (image coordinates in [-1, 1]).
-      cx=u(-0.3, 0.3, n), cy=u(-0.3, 0.3, n),
-      scale=u(0.5, 0.8, n), aspect=np.exp(u(-0.2, 0.2, n)),
-      angle=u(0, 2 * np.pi, n),
-      # Colours, each with its own linear gradient.
-      bg=bg, bg2=np.clip(bg + u(-0.3, 0.3, (n, 3)), 0, 1),
-      fg=fg, fg2=np.clip(fg + u(-0.2, 0.2, (n, 3)), 0, 1),
-      grad_angle=u(0, 2 * np.pi, n),
-      # Textures: cell size / period (image units), phase.
-      period=u(0.22, 0.45, n), phase=u(0, 1, (n, 2)),
-      # Clutter: blobs or line segments, some in front of the object.
-      cl_on=u(0, 1, (n, k)) < 0.7, cl_line=u(0, 1, (n, k)) < 0.5,
-      cl_xy=u(-1, 1, (n, k, 2)), cl_radius=u(0.03, 0.09, (n, k)),
-      cl_len=u(0.15, 0.6, (n, k)), cl_angle=u(0, np.pi, (n, k)),
-      cl_color=u(0, 1, (n, k, 3)), cl_alpha=u(0.5, 1, (n, k)),
-      noise=u(0.01, 0.06, n),
+    label=labels,
+    # Object placement (image coordinates in [-1, 1]).
+    cx=u(-0.3, 0.3, n),
+    cy=u(-0.3, 0.3, n),
+    scale=u(0.5, 0.8, n),
+    aspect=np.exp(u(-0.2, 0.2, n)),
+    angle=u(0, 2 * np.pi, n),
+    # Colours, each with its own linear gradient.
+    bg=bg,
+    bg2=np.clip(bg + u(-0.3, 0.3, (n, 3)), 0, 1),
+    fg=fg,
+    fg2=np.clip(fg + u(-0.2, 0.2, (n, 3)), 0, 1),
+    grad_angle=u(0, 2 * np.pi, n),
+    # Textures: cell size / period (image units), phase.
+    period=u(0.22, 0.45, n),
+    phase=u(0, 1, (n, 2)),
+    # Clutter: blobs or line segments, some in front of the object.
+    cl_on=u(0, 1, (n, k)) < 0.7,
+    cl_line=u(0, 1, (n, k)) < 0.5,
+    cl_xy=u(-1, 1, (n, k, 2)),
+    cl_radius=u(0.03, 0.09, (n, k)),
+    cl_len=u(0.15, 0.6, (n, k)),
+    cl_angle=u(0, np.pi, (n, k)),
+    cl_color=u(0, 1, (n, k, 3)),
+    cl_alpha=u(0.5, 1, (n, k)),
+    noise=u(0.01, 0.06, n),
   )
 
 
-def _render(p: dict[str, np.ndarray], size: int,
-            rng: np.random.Generator) -> np.ndarray:
+def _render(
+  p: dict[str, np.ndarray], size: int, rng: np.random.Generator
+) -> np.ndarray:
   """Renders one chunk of images from their parameters."""
   n = len(p["label"])
   pix = 2.0 / size  # one pixel in image units
@@ -166,8 +185,10 @@ def _coverage(dist, pix):
 
 def _clutter_alpha(p, j, x, y, pix):
   """Coverage of clutter item j: a small disk or a thin line segment."""
+
   def col(v):
     return np.asarray(v, np.float32)[:, None, None]
+
   dx = x - col(p["cl_xy"][:, j, 0])
   dy = y - col(p["cl_xy"][:, j, 1])
   blob = np.sqrt(dx * dx + dy * dy) - col(p["cl_radius"][:, j])
@@ -182,8 +203,10 @@ def _clutter_alpha(p, j, x, y, pix):
 
 def _class_alpha(c, p, x, y, pix):
   """Coverage of the class-defining object (shape) or pattern (texture)."""
+
   def col(v):
     return np.asarray(v, np.float32)[:, None, None]
+
   ca, sa = col(np.cos(p["angle"])), col(np.sin(p["angle"]))
   name = CLASS_NAMES[c]
   if name in ("stripes", "checkerboard", "dots"):
@@ -224,8 +247,9 @@ def _class_alpha(c, p, x, y, pix):
     dist = (r - (0.4 + 0.6 * tri)) * 0.7
   elif name == "cross":
     au, av = np.abs(u), np.abs(v)
-    dist = np.minimum(np.maximum(au - 0.95, av - 0.3),
-                      np.maximum(au - 0.3, av - 0.95))
+    dist = np.minimum(
+      np.maximum(au - 0.95, av - 0.3), np.maximum(au - 0.3, av - 0.95)
+    )
   elif name == "ring":
     dist = np.abs(r - 0.7) - 0.2
   elif name == "crescent":
@@ -248,4 +272,5 @@ if __name__ == "__main__":
   rows = [ims[np.nonzero(labs == c)[0][:16]] for c in range(NUM_CLASSES)]
   grid = np.stack(rows).transpose(0, 2, 1, 3, 4).reshape(320, 512, 3)
   Image.fromarray(grid).resize((1024, 640), Image.NEAREST).save(
-      sys.argv[1] if len(sys.argv) > 1 else "/tmp/builtin.png")
+    sys.argv[1] if len(sys.argv) > 1 else "/tmp/builtin.png"
+  )

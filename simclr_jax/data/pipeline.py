@@ -44,24 +44,28 @@ def local_batch_size(global_batch_size: int, process_count: int) -> int:
     raise UserError(f"batch size must be positive, got {global_batch_size}")
   if global_batch_size % process_count:
     raise UserError(
-        f"global batch size {global_batch_size} is not divisible by the "
-        f"number of processes {process_count}; use a multiple of "
-        f"{process_count}")
+      f"global batch size {global_batch_size} is not divisible by the "
+      f"number of processes {process_count}; use a multiple of "
+      f"{process_count}"
+    )
   return global_batch_size // process_count
 
 
 @functools.lru_cache(maxsize=16)
-def _shard(cfg: sources.DataConfig, split: str, process_index: int,
-           process_count: int) -> sources.Shard:
+def _shard(
+  cfg: sources.DataConfig, split: str, process_index: int, process_count: int
+) -> sources.Shard:
   """One Shard object per (split, part), so its in-memory cache is shared by
   the training pipeline and evaluation passes (e.g. kNN over the train split)
   whenever both cut the split the same way."""
-  return sources.load_shard(cfg, split, process_index=process_index,
-                            process_count=process_count)
+  return sources.load_shard(
+    cfg, split, process_index=process_index, process_count=process_count
+  )
 
 
-def num_reader_shards(num_shards: int, global_batch_size: int,
-                      process_count: int) -> int:
+def num_reader_shards(
+  num_shards: int, global_batch_size: int, process_count: int
+) -> int:
   """Checks `num_shards` (0: one per process) and returns the shard count.
 
   Every shard gives B/S rows to each batch and every process reads S/P whole
@@ -69,28 +73,38 @@ def num_reader_shards(num_shards: int, global_batch_size: int,
   """
   shards = num_shards or process_count
   if shards < 0:
-    raise UserError(f"num_shards must be >= 0 (0: one reader shard per "
-                    f"process), got {num_shards}")
+    raise UserError(
+      f"num_shards must be >= 0 (0: one reader shard per "
+      f"process), got {num_shards}"
+    )
   if global_batch_size % shards:
     raise UserError(
-        f"num_shards={shards} does not divide the global batch size "
-        f"{global_batch_size} (every batch takes the same number of examples "
-        f"from each reader shard); set num_shards (config.data.num_shards) "
-        f"to a divisor of {global_batch_size} that is a multiple of the "
-        f"{process_count} process(es)")
+      f"num_shards={shards} does not divide the global batch size "
+      f"{global_batch_size} (every batch takes the same number of examples "
+      f"from each reader shard); set num_shards (config.data.num_shards) "
+      f"to a divisor of {global_batch_size} that is a multiple of the "
+      f"{process_count} process(es)"
+    )
   if shards % process_count:
     raise UserError(
-        f"num_shards={shards} is not a multiple of the {process_count} "
-        f"processes (each process reads whole reader shards); set "
-        f"num_shards (config.data.num_shards) to a multiple of "
-        f"{process_count} that divides {global_batch_size}")
+      f"num_shards={shards} is not a multiple of the {process_count} "
+      f"processes (each process reads whole reader shards); set "
+      f"num_shards (config.data.num_shards) to a multiple of "
+      f"{process_count} that divides {global_batch_size}"
+    )
   return shards
 
 
-def train_batches(cfg: sources.DataConfig, *, global_batch_size: int,
-                  seed: int, process_index: int = 0, process_count: int = 1,
-                  start_step: int = 0, num_shards: int | None = None,
-                  ) -> Iterator[dict[str, np.ndarray]]:
+def train_batches(
+  cfg: sources.DataConfig,
+  *,
+  global_batch_size: int,
+  seed: int,
+  process_index: int = 0,
+  process_count: int = 1,
+  start_step: int = 0,
+  num_shards: int | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
   """Infinite, shuffled batches {'image': uint8 (B, S, S, 3), 'label': int32}.
 
   B = global_batch_size // process_count: this process's rows of the global
@@ -106,25 +120,42 @@ def train_batches(cfg: sources.DataConfig, *, global_batch_size: int,
   if start_step < 0:
     raise UserError(f"start_step must be >= 0, got {start_step}")
   if not 0 <= process_index < process_count:
-    raise UserError(f"process_index {process_index} is not in "
-                    f"[0, {process_count}); pass jax.process_index() and "
-                    "jax.process_count()")
+    raise UserError(
+      f"process_index {process_index} is not in "
+      f"[0, {process_count}); pass jax.process_index() and "
+      "jax.process_count()"
+    )
   total = num_reader_shards(
-      cfg.num_shards if num_shards is None else num_shards,
-      global_batch_size, process_count)
+    cfg.num_shards if num_shards is None else num_shards,
+    global_batch_size,
+    process_count,
+  )
   per_process = total // process_count
   mine = range(process_index * per_process, (process_index + 1) * per_process)
   shards = [_shard(cfg, cfg.train_split, s, total) for s in mine]
-  return shard_batches(shards, first_index=mine.start, num_shards=total,
-                       global_batch_size=global_batch_size, seed=seed,
-                       shuffle_buffer=cfg.shuffle_buffer,
-                       start_step=start_step, split=cfg.train_split)
+  return shard_batches(
+    shards,
+    first_index=mine.start,
+    num_shards=total,
+    global_batch_size=global_batch_size,
+    seed=seed,
+    shuffle_buffer=cfg.shuffle_buffer,
+    start_step=start_step,
+    split=cfg.train_split,
+  )
 
 
-def shard_batches(shards: Sequence[sources.Shard], *, first_index: int,
-                  num_shards: int, global_batch_size: int, seed: int,
-                  shuffle_buffer: int, start_step: int = 0,
-                  split: str = "train") -> Iterator[dict[str, np.ndarray]]:
+def shard_batches(
+  shards: Sequence[sources.Shard],
+  *,
+  first_index: int,
+  num_shards: int,
+  global_batch_size: int,
+  seed: int,
+  shuffle_buffer: int,
+  start_step: int = 0,
+  split: str = "train",
+) -> Iterator[dict[str, np.ndarray]]:
   """This process's rows of endless global batches from given reader shards.
 
   `shards` are reader shards `first_index`, `first_index + 1`, ... of
@@ -134,29 +165,49 @@ def shard_batches(shards: Sequence[sources.Shard], *, first_index: int,
   shuffling).
   """
   if global_batch_size % num_shards:
-    raise UserError(f"the global batch size {global_batch_size} is not a "
-                    f"multiple of the {num_shards} reader shards")
+    raise UserError(
+      f"the global batch size {global_batch_size} is not a "
+      f"multiple of the {num_shards} reader shards"
+    )
   # The buffer is shared out so that it, like the order, does not depend on
   # the process count; 0 or 1 turns shuffling off.
-  buffer = (-(-shuffle_buffer // num_shards) if shuffle_buffer > 1 else 0)
-  streams = [_reader_stream(shard, first_index + i, num_shards, seed=seed,
-                            buffer=buffer,
-                            block=global_batch_size // num_shards,
-                            start_step=start_step, split=split)
-             for i, shard in enumerate(shards)]
+  buffer = -(-shuffle_buffer // num_shards) if shuffle_buffer > 1 else 0
+  streams = [
+    _reader_stream(
+      shard,
+      first_index + i,
+      num_shards,
+      seed=seed,
+      buffer=buffer,
+      block=global_batch_size // num_shards,
+      start_step=start_step,
+      split=split,
+    )
+    for i, shard in enumerate(shards)
+  ]
   if len(streams) == 1:
     ds = streams[0]
   else:
     ds = tf.data.Dataset.zip(tuple(streams)).map(
-        lambda *blocks: {k: tf.concat([b[k] for b in blocks], 0)
-                         for k in blocks[0]})
+      lambda *blocks: {
+        k: tf.concat([b[k] for b in blocks], 0) for k in blocks[0]
+      }
+    )
   ds = ds.prefetch(tf.data.AUTOTUNE)
   return _numpy_batches(ds, tuple(f for shard in shards for f in shard.files))
 
 
-def _reader_stream(shard: sources.Shard, index: int, count: int, *,
-                   seed: int, buffer: int, block: int, start_step: int,
-                   split: str) -> tf.data.Dataset:
+def _reader_stream(
+  shard: sources.Shard,
+  index: int,
+  count: int,
+  *,
+  seed: int,
+  buffer: int,
+  block: int,
+  start_step: int,
+  split: str,
+) -> tf.data.Dataset:
   """Blocks of `block` examples from reader shard `index`, from `start_step`.
 
   Epoch e is the shard shuffled with a seed from (seed, index, e), through a
@@ -166,15 +217,17 @@ def _reader_stream(shard: sources.Shard, index: int, count: int, *,
   n = shard.num_examples
   if n == 0:
     raise UserError(
-        f"reader shard {index} of {count} got no training examples: split "
-        f"{split!r} has fewer examples than shards; use more data or set "
-        "config.data.num_shards lower")
+      f"reader shard {index} of {count} got no training examples: split "
+      f"{split!r} has fewer examples than shards; use more data or set "
+      "config.data.num_shards lower"
+    )
   first_epoch, skip = divmod(start_step * block, n)
   shuffle = buffer > 0 and n > 1
   buffer = max(1, min(buffer, n))
   base = shard.dataset
-  seed_base = int(np.random.SeedSequence(
-      [seed, index]).generate_state(1)[0]) % (2**31 - 1)
+  seed_base = int(
+    np.random.SeedSequence([seed, index]).generate_state(1)[0]
+  ) % (2**31 - 1)
 
   def epoch(e):
     epoch_seed = (seed_base + e * 1_000_003) % (2**31 - 1)
@@ -182,8 +235,7 @@ def _reader_stream(shard: sources.Shard, index: int, count: int, *,
       return base
     if shard.reshuffled is not None:
       return shard.reshuffled(epoch_seed)
-    return base.shuffle(buffer, seed=epoch_seed,
-                        reshuffle_each_iteration=False)
+    return base.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
 
   ds = tf.data.Dataset.range(first_epoch, _MAX_EPOCHS).flat_map(epoch)
   # Each stream fills ahead on its own, so a process's shards decode in
@@ -191,9 +243,14 @@ def _reader_stream(shard: sources.Shard, index: int, count: int, *,
   return ds.skip(skip).batch(block, drop_remainder=True).prefetch(1)
 
 
-def eval_batches(cfg: sources.DataConfig, split: str, *,
-                 global_batch_size: int, process_index: int = 0,
-                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(
+  cfg: sources.DataConfig,
+  split: str,
+  *,
+  global_batch_size: int,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> Iterator[dict[str, np.ndarray]]:
   """One ordered pass over `split`, padded to full batches.
 
   Every batch has 'image', 'label' and 'mask' (True for real examples);
@@ -211,8 +268,10 @@ def eval_batches(cfg: sources.DataConfig, split: str, *,
     for batch in _numpy_batches(ds, shard.files):
       yield _pad(batch, local)
       produced += 1
-    empty = {"image": np.zeros((0, size, size, 3), np.uint8),
-             "label": np.zeros((0,), np.int32)}
+    empty = {
+      "image": np.zeros((0, size, size, 3), np.uint8),
+      "label": np.zeros((0,), np.int32),
+    }
     for _ in range(num_batches - produced):
       yield _pad(empty, local)
 
@@ -231,8 +290,10 @@ def _pad(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
   return {"image": image, "label": label, "mask": mask}
 
 
-def _numpy_batches(ds: tf.data.Dataset, files: tuple[str, ...],
-                   ) -> Iterator[dict[str, np.ndarray]]:
+def _numpy_batches(
+  ds: tf.data.Dataset,
+  files: tuple[str, ...],
+) -> Iterator[dict[str, np.ndarray]]:
   """Iterates as numpy; a file that fails to decode becomes a UserError.
 
   `files` are the image files `ds` reads (folder source), searched for the
@@ -250,11 +311,14 @@ def _numpy_batches(ds: tf.data.Dataset, files: tuple[str, ...],
         raise
       path, reason = bad
       raise UserError(
-          f"cannot decode image file {path} ({reason}); delete or replace "
-          "it: every file with an image extension under data_dir must be a "
-          "readable image") from None
-    yield {"image": batch["image"],
-           "label": np.asarray(batch["label"], np.int32)}
+        f"cannot decode image file {path} ({reason}); delete or replace "
+        "it: every file with an image extension under data_dir must be a "
+        "readable image"
+      ) from None
+    yield {
+      "image": batch["image"],
+      "label": np.asarray(batch["label"], np.int32),
+    }
 
 
 def _find_bad_file(paths: tuple[str, ...]) -> tuple[str, str] | None:
@@ -271,21 +335,26 @@ def _find_bad_file(paths: tuple[str, ...]) -> tuple[str, str] | None:
   return None
 
 
-def to_global(batch: dict[str, Any],
-              sharding: jax.sharding.NamedSharding) -> dict[str, jax.Array]:
+def to_global(
+  batch: dict[str, Any], sharding: jax.sharding.NamedSharding
+) -> dict[str, jax.Array]:
   """Per-process numpy batch -> global jax arrays sharded along axis 0.
 
   The global shape is left for JAX to infer from the sharding (each process
   holds the rows its devices own): local batch x process count for a batch
   axis that spans all processes, without assuming that layout here.
   """
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-          for k, v in batch.items()}
+  return {
+    k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+    for k, v in batch.items()
+  }
 
 
-def prefetch_to_device(iterator: Iterator[dict[str, Any]],
-                       sharding: jax.sharding.NamedSharding,
-                       size: int = 2) -> Iterator[dict[str, jax.Array]]:
+def prefetch_to_device(
+  iterator: Iterator[dict[str, Any]],
+  sharding: jax.sharding.NamedSharding,
+  size: int = 2,
+) -> Iterator[dict[str, jax.Array]]:
   """Moves batches to the devices `size` steps ahead in a background thread.
 
   An exception raised by `iterator` (or by the transfer) is re-raised in the
@@ -293,8 +362,9 @@ def prefetch_to_device(iterator: Iterator[dict[str, Any]],
   garbage collection, or exhausting it) stops the thread and closes
   `iterator`.
   """
-  return _Prefetcher(iterator, functools.partial(to_global,
-                                                 sharding=sharding), size)
+  return _Prefetcher(
+    iterator, functools.partial(to_global, sharding=sharding), size
+  )
 
 
 class _Prefetcher(Iterator[dict[str, Any]]):
@@ -311,8 +381,11 @@ class _Prefetcher(Iterator[dict[str, Any]]):
     self._stop = threading.Event()
     self._done = False
     self._thread = threading.Thread(
-        target=_produce, args=(iterator, transform, self._queue, self._stop),
-        name="prefetch_to_device", daemon=True)
+      target=_produce,
+      args=(iterator, transform, self._queue, self._stop),
+      name="prefetch_to_device",
+      daemon=True,
+    )
     self._thread.start()
 
   def __next__(self) -> dict[str, Any]:
@@ -336,8 +409,9 @@ class _Prefetcher(Iterator[dict[str, Any]]):
     self._stop.set()
 
 
-def _produce(iterator, transform, out: queue.Queue,
-             stop: threading.Event) -> None:
+def _produce(
+  iterator, transform, out: queue.Queue, stop: threading.Event
+) -> None:
   """Producer thread: transforms items into `out` until done or stopped."""
 
   def put(item) -> bool:

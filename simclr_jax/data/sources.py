@@ -33,22 +33,22 @@ SOURCES = ("builtin", "tfds", "folder")
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   """Where the images come from and the size the host brings them to."""
-  source: str = "builtin"        # "builtin" | "tfds" | "folder"
-  name: str = ""                 # tfds dataset name, e.g. "cifar10"
-  data_dir: str = ""             # tfds data_dir, or the image-folder root
-  train_split: str = "train"     # tfds split, or sub-folder name for folders
-  eval_split: str = "test"       # "" = no evaluation split
-  image_size: int = 32           # model input size (square view side)
-  host_size: int = 0             # side of the square the host brings images
-                                 # to, crops read from it; 0: image_size
+
+  source: str = "builtin"  # "builtin" | "tfds" | "folder"
+  name: str = ""  # tfds dataset name, e.g. "cifar10"
+  data_dir: str = ""  # tfds data_dir, or the image-folder root
+  train_split: str = "train"  # tfds split, or sub-folder name for folders
+  eval_split: str = "test"  # "" = no evaluation split
+  image_size: int = 32  # model input size (square view side)
+  host_size: int = 0  # side of the square the host brings images
+  # to, crops read from it; 0: image_size
   builtin_train_examples: int = 10000
   builtin_eval_examples: int = 2000
   builtin_seed: int = 0
   shuffle_buffer: int = 10000
-  cache: bool = True             # cache decoded images in memory
-  num_shards: int = 0            # reader shards fixing the training order
-                                 # (pipeline.train_batches); 0: one per process
-
+  cache: bool = True  # cache decoded images in memory
+  num_shards: int = 0  # reader shards fixing the training order
+  # (pipeline.train_batches); 0: one per process
 
   @property
   def host_image_size(self) -> int:
@@ -59,19 +59,21 @@ class DataConfig:
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
   """Sizes and classes of the configured dataset."""
+
   num_train: int
-  num_eval: int                  # 0 if there is no eval split
-  num_classes: int               # 0 for unlabelled data
+  num_eval: int  # 0 if there is no eval split
+  num_classes: int  # 0 for unlabelled data
   class_names: tuple[str, ...]
 
 
 @dataclasses.dataclass(frozen=True)
 class Shard:
   """One process's part of a split, plus what every process needs to agree."""
-  dataset: tf.data.Dataset       # unbatched, fixed order, not repeated
-  num_examples: int              # examples in this process's shard
-  max_shard_examples: int        # largest shard over all processes
-  files: tuple[str, ...] = ()    # folder: to name a corrupt file
+
+  dataset: tf.data.Dataset  # unbatched, fixed order, not repeated
+  num_examples: int  # examples in this process's shard
+  max_shard_examples: int  # largest shard over all processes
+  files: tuple[str, ...] = ()  # folder: to name a corrupt file
   # seed -> the shard fully shuffled (file names, before decoding); used
   # instead of a shuffle buffer when not cached.
   reshuffled: Callable[[tf.Tensor], tf.data.Dataset] | None = None
@@ -92,64 +94,78 @@ def dataset_info(cfg: DataConfig) -> DatasetInfo:
   if cfg.source == "builtin":
     num_train = _builtin_split(cfg, cfg.train_split)[0]
     num_eval = _builtin_split(cfg, cfg.eval_split)[0] if cfg.eval_split else 0
-    return DatasetInfo(num_train, num_eval, builtin.NUM_CLASSES,
-                       builtin.CLASS_NAMES)
+    return DatasetInfo(
+      num_train, num_eval, builtin.NUM_CLASSES, builtin.CLASS_NAMES
+    )
   if cfg.source == "tfds":
     builder = _tfds_builder(cfg)
     num_train = _tfds_num_examples(builder, cfg.train_split)
-    num_eval = (_tfds_num_examples(builder, cfg.eval_split)
-                if cfg.eval_split else 0)
+    num_eval = (
+      _tfds_num_examples(builder, cfg.eval_split) if cfg.eval_split else 0
+    )
     _, label_key = _tfds_keys(builder)
-    names = (tuple(builder.info.features[label_key].names) if label_key
-             else ())
+    names = tuple(builder.info.features[label_key].names) if label_key else ()
     return DatasetInfo(num_train, num_eval, len(names), names)
   num_train = len(_folder_files(cfg, cfg.train_split))
   _, flat = _folder_root(cfg)
-  num_eval = (len(_folder_files(cfg, cfg.eval_split))
-              if cfg.eval_split and not flat else 0)
+  num_eval = (
+    len(_folder_files(cfg, cfg.eval_split))
+    if cfg.eval_split and not flat
+    else 0
+  )
   names = _folder_classes(cfg)
   return DatasetInfo(num_train, num_eval, len(names), names)
 
 
-def load_shard(cfg: DataConfig, split: str, *, process_index: int = 0,
-               process_count: int = 1) -> Shard:
+def load_shard(
+  cfg: DataConfig, split: str, *, process_index: int = 0, process_count: int = 1
+) -> Shard:
   """Builds the decoded, resized, optionally cached examples of one shard."""
   _check_config(cfg)
   if not 0 <= process_index < process_count:
-    raise UserError(f"process_index {process_index} is not in "
-                    f"[0, {process_count}); pass jax.process_index() and "
-                    "jax.process_count()")
-  make = {"builtin": _builtin_shard, "tfds": _tfds_shard,
-          "folder": _folder_shard}[cfg.source]
+    raise UserError(
+      f"process_index {process_index} is not in "
+      f"[0, {process_count}); pass jax.process_index() and "
+      "jax.process_count()"
+    )
+  make = {
+    "builtin": _builtin_shard,
+    "tfds": _tfds_shard,
+    "folder": _folder_shard,
+  }[cfg.source]
   shard = make(cfg, split, process_index, process_count)
   if cfg.cache and cfg.source != "builtin":  # builtin is in memory already
-    shard = dataclasses.replace(shard, dataset=shard.dataset.cache(),
-                                reshuffled=None)
+    shard = dataclasses.replace(
+      shard, dataset=shard.dataset.cache(), reshuffled=None
+    )
   return shard
 
 
 def _check_config(cfg: DataConfig) -> None:
   if cfg.source not in SOURCES:
-    raise UserError(f"unknown data source {cfg.source!r}; use one of "
-                    f"{', '.join(SOURCES)}")
+    raise UserError(
+      f"unknown data source {cfg.source!r}; use one of {', '.join(SOURCES)}"
+    )
   if cfg.image_size < 1:
     raise UserError(f"image_size must be positive, got {cfg.image_size}")
   if cfg.host_size and cfg.host_size < cfg.image_size:
-    raise UserError(f"host_size={cfg.host_size} is smaller than image_size="
-                    f"{cfg.image_size}; use 0 (= image_size) or a size of at "
-                    "least image_size, so that crops downsample")
+    raise UserError(
+      f"host_size={cfg.host_size} is smaller than image_size="
+      f"{cfg.image_size}; use 0 (= image_size) or a size of at "
+      "least image_size, so that crops downsample"
+    )
   if cfg.source == "tfds" and not cfg.name:
     raise UserError("source 'tfds' needs a dataset name (e.g. cifar10)")
   if cfg.source == "folder" and not cfg.data_dir:
-    raise UserError("source 'folder' needs data_dir: the root of "
-                    "root/<split>/<class>/*.jpg")
+    raise UserError(
+      "source 'folder' needs data_dir: the root of root/<split>/<class>/*.jpg"
+    )
 
 
 def _contiguous(n: int, index: int, count: int) -> tuple[int, int]:
   """Start and end of shard `index` of n examples in `count` shards whose
   sizes differ by at most one (the largest has ceil(n / count))."""
   return n * index // count, n * (index + 1) // count
-
 
 
 def to_fixed_size(image: tf.Tensor, size: int) -> tf.Tensor:
@@ -162,9 +178,11 @@ def to_fixed_size(image: tf.Tensor, size: int) -> tf.Tensor:
   if image.shape.rank is None:
     image = tf.ensure_shape(image, [None, None, None])
   channels = tf.shape(image)[-1]
-  image = tf.cond(channels < 3,
-                  lambda: tf.repeat(image[..., :1], 3, axis=-1),
-                  lambda: image[..., :3])
+  image = tf.cond(
+    channels < 3,
+    lambda: tf.repeat(image[..., :1], 3, axis=-1),
+    lambda: image[..., :3],
+  )
   image = tf.image.convert_image_dtype(image, tf.uint8, saturate=True)
   image = tf.ensure_shape(image, [None, None, 3])
   height, width = tf.shape(image)[0], tf.shape(image)[1]
@@ -175,7 +193,7 @@ def to_fixed_size(image: tf.Tensor, size: int) -> tf.Tensor:
     new_hw = tf.maximum(new_hw, size)
     resized = tf.image.resize(image, new_hw, antialias=True)
     top, left = (new_hw[0] - size) // 2, (new_hw[1] - size) // 2
-    cropped = resized[top:top + size, left:left + size]
+    cropped = resized[top : top + size, left : left + size]
     return tf.cast(tf.clip_by_value(tf.round(cropped), 0, 255), tf.uint8)
 
   already = tf.logical_and(tf.equal(height, size), tf.equal(width, size))
@@ -183,18 +201,23 @@ def to_fixed_size(image: tf.Tensor, size: int) -> tf.Tensor:
   return tf.ensure_shape(image, [size, size, 3])
 
 
-
 def _builtin_split(cfg: DataConfig, split: str) -> tuple[int, int]:
   """Number of examples and generator seed of a builtin split."""
-  sizes = {"train": cfg.builtin_train_examples,
-           "test": cfg.builtin_eval_examples}
+  sizes = {
+    "train": cfg.builtin_train_examples,
+    "test": cfg.builtin_eval_examples,
+  }
   if split not in sizes:
-    raise UserError(f"the builtin dataset has no split {split!r}; its splits "
-                    "are 'train' and 'test' (set train_split/eval_split, or "
-                    "eval_split='' for none)")
+    raise UserError(
+      f"the builtin dataset has no split {split!r}; its splits "
+      "are 'train' and 'test' (set train_split/eval_split, or "
+      "eval_split='' for none)"
+    )
   if sizes[split] < 1:
-    raise UserError(f"builtin split {split!r} has {sizes[split]} examples; "
-                    "set builtin_train_examples/builtin_eval_examples > 0")
+    raise UserError(
+      f"builtin split {split!r} has {sizes[split]} examples; "
+      "set builtin_train_examples/builtin_eval_examples > 0"
+    )
   return sizes[split], builtin.split_seed(cfg.builtin_seed, split)
 
 
@@ -203,9 +226,9 @@ def _builtin_shard(cfg, split, index, count) -> Shard:
   images, labels = builtin.generate(n, cfg.host_image_size, seed)
   start, end = _contiguous(n, index, count)
   ds = tf.data.Dataset.from_tensor_slices(
-      {"image": images[start:end], "label": labels[start:end]})
+    {"image": images[start:end], "label": labels[start:end]}
+  )
   return Shard(ds, end - start, -(-n // count))
-
 
 
 def _tfds_builder(cfg: DataConfig):
@@ -216,9 +239,12 @@ def _tfds_builder(cfg: DataConfig):
   except tfds.core.registered.DatasetNotFoundError:
     base = name.split(":")[0].split("/")[0]
     close = difflib.get_close_matches(base, tfds.list_builders(), n=5)
-    hint = (f"did you mean {', '.join(close)}?" if close else
-            "see `tfds.list_builders()` or https://www.tensorflow.org/"
-            "datasets/catalog for the names")
+    hint = (
+      f"did you mean {', '.join(close)}?"
+      if close
+      else "see `tfds.list_builders()` or https://www.tensorflow.org/"
+      "datasets/catalog for the names"
+    )
     raise UserError(f"unknown tfds dataset {name!r}; {hint}") from None
   if not builder.is_prepared():
     try:  # readable anyway, e.g. under tfds.testing.mock_data
@@ -226,17 +252,21 @@ def _tfds_builder(cfg: DataConfig):
     except AssertionError:
       where = data_dir or "the default tfds data_dir (~/tensorflow_datasets)"
       raise UserError(
-          f"tfds dataset {name!r} is not prepared in {where} and this "
-          f"program never downloads. On a machine with network access run "
-          f"`tfds build {name} --data_dir {data_dir or '<DIR>'}` (or "
-          f"`tfds.builder({name!r}, data_dir=...).download_and_prepare()`), "
-          "then copy that folder here and pass it as data_dir") from None
+        f"tfds dataset {name!r} is not prepared in {where} and this "
+        f"program never downloads. On a machine with network access run "
+        f"`tfds build {name} --data_dir {data_dir or '<DIR>'}` (or "
+        f"`tfds.builder({name!r}, data_dir=...).download_and_prepare()`), "
+        "then copy that folder here and pass it as data_dir"
+      ) from None
   return builder
 
 
 def _tfds_dataset(builder, split) -> tf.data.Dataset:
-  return builder.as_dataset(split=split, shuffle_files=False,
-                            read_config=tfds.ReadConfig(try_autocache=False))
+  return builder.as_dataset(
+    split=split,
+    shuffle_files=False,
+    read_config=tfds.ReadConfig(try_autocache=False),
+  )
 
 
 def _tfds_num_examples(builder, split) -> int:
@@ -248,9 +278,9 @@ def _tfds_num_examples(builder, split) -> int:
     return int(splits[split].num_examples)
   except (KeyError, ValueError, AssertionError) as e:
     raise UserError(
-        f"split {split!r} is not valid for tfds dataset {builder.name!r} "
-        f"({e}); available splits: {', '.join(splits)}. Set "
-        "train_split/eval_split accordingly (eval_split='' for none)"
+      f"split {split!r} is not valid for tfds dataset {builder.name!r} "
+      f"({e}); available splits: {', '.join(splits)}. Set "
+      "train_split/eval_split accordingly (eval_split='' for none)"
     ) from None
 
 
@@ -258,15 +288,20 @@ def _tfds_keys(builder) -> tuple[str, str | None]:
   """The image feature name and the ClassLabel feature name (or None)."""
   features = dict(builder.info.features.items())
   keys = builder.info.supervised_keys
-  image_key, label_key = (keys if keys and len(keys) == 2
-                          and all(isinstance(k, str) for k in keys)
-                          else ("image", "label"))
+  image_key, label_key = (
+    keys
+    if keys and len(keys) == 2 and all(isinstance(k, str) for k in keys)
+    else ("image", "label")
+  )
   if not isinstance(features.get(image_key), tfds.features.Image):
-    images = [k for k, f in features.items()
-              if isinstance(f, tfds.features.Image)]
+    images = [
+      k for k, f in features.items() if isinstance(f, tfds.features.Image)
+    ]
     if not images:
-      raise UserError(f"tfds dataset {builder.name!r} has no image feature; "
-                      "pick an image classification dataset")
+      raise UserError(
+        f"tfds dataset {builder.name!r} has no image feature; "
+        "pick an image classification dataset"
+      )
     image_key = images[0]
   if not isinstance(features.get(label_key), tfds.features.ClassLabel):
     label_key = None
@@ -282,10 +317,15 @@ def _tfds_shard(cfg, split, index, count) -> Shard:
   ds = _tfds_dataset(builder, shards[index])
 
   def convert(ex):
-    label = (tf.cast(ex[label_key], tf.int32) if label_key
-             else tf.constant(-1, tf.int32))
-    return {"image": to_fixed_size(ex[image_key], cfg.host_image_size),
-            "label": label}
+    label = (
+      tf.cast(ex[label_key], tf.int32)
+      if label_key
+      else tf.constant(-1, tf.int32)
+    )
+    return {
+      "image": to_fixed_size(ex[image_key], cfg.host_image_size),
+      "label": label,
+    }
 
   ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
   return Shard(ds, sizes[index], max(sizes))
@@ -303,11 +343,11 @@ def _scan(folder: str) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
       continue
     if entry.is_dir():
       found = []
-      for dirpath, dirnames, filenames in os.walk(entry.path,
-                                                  followlinks=True):
+      for dirpath, dirnames, filenames in os.walk(entry.path, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(os.path.join(dirpath, f)
-                     for f in sorted(filenames) if _is_image(f))
+        found.extend(
+          os.path.join(dirpath, f) for f in sorted(filenames) if _is_image(f)
+        )
       if found:
         by_class[entry.name] = tuple(found)
     elif _is_image(entry.name):
@@ -323,15 +363,18 @@ def _folder_root(cfg: DataConfig) -> tuple[str, bool]:
   """
   root = os.path.abspath(os.path.expanduser(cfg.data_dir))
   if not os.path.isdir(root):
-    raise UserError(f"image folder {root} does not exist; set data_dir to "
-                    "the root of root/<split>/<class>/*.jpg")
+    raise UserError(
+      f"image folder {root} does not exist; set data_dir to "
+      "the root of root/<split>/<class>/*.jpg"
+    )
   if os.path.isdir(os.path.join(root, cfg.train_split)):
     return root, False
   if cfg.eval_split and os.path.isdir(os.path.join(root, cfg.eval_split)):
     raise UserError(
-        f"{root} has a {cfg.eval_split!r} folder but no {cfg.train_split!r} "
-        f"folder; create {root}/{cfg.train_split}/<class>/... or set "
-        f"train_split to one of: {', '.join(_subdirs(root))}")
+      f"{root} has a {cfg.eval_split!r} folder but no {cfg.train_split!r} "
+      f"folder; create {root}/{cfg.train_split}/<class>/... or set "
+      f"train_split to one of: {', '.join(_subdirs(root))}"
+    )
   return root, True
 
 
@@ -340,8 +383,11 @@ def _is_image(name: str) -> bool:
 
 
 def _subdirs(root: str) -> list[str]:
-  return sorted(e.name for e in os.scandir(root)
-                if e.is_dir() and not e.name.startswith("."))
+  return sorted(
+    e.name
+    for e in os.scandir(root)
+    if e.is_dir() and not e.name.startswith(".")
+  )
 
 
 def _split_dir(cfg: DataConfig, split: str) -> str:
@@ -351,10 +397,12 @@ def _split_dir(cfg: DataConfig, split: str) -> str:
   path = os.path.join(root, split)
   if flat or not split or not os.path.isdir(path):
     available = [cfg.train_split] if flat else _subdirs(root)
-    raise UserError(f"image folder {root} has no split {split!r} "
-                    f"(available: {', '.join(available)}); set "
-                    "train_split/eval_split to one of those (eval_split='' "
-                    "for no evaluation)")
+    raise UserError(
+      f"image folder {root} has no split {split!r} "
+      f"(available: {', '.join(available)}); set "
+      "train_split/eval_split to one of those (eval_split='' "
+      "for no evaluation)"
+    )
   return path
 
 
@@ -362,8 +410,9 @@ def _folder_classes(cfg: DataConfig) -> tuple[str, ...]:
   """Sorted class folder names of the train and eval splits together."""
   flat = _folder_root(cfg)[1]
   splits = [cfg.train_split, "" if flat else cfg.eval_split]
-  return tuple(sorted({c for s in splits if s
-                       for c in _scan(_split_dir(cfg, s))[1]}))
+  return tuple(
+    sorted({c for s in splits if s for c in _scan(_split_dir(cfg, s))[1]})
+  )
 
 
 def _folder_files(cfg: DataConfig, split: str) -> tuple[tuple[str, int], ...]:
@@ -372,15 +421,17 @@ def _folder_files(cfg: DataConfig, split: str) -> tuple[tuple[str, int], ...]:
   direct, by_class = _scan(folder)
   if not direct and not by_class:
     raise UserError(
-        f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {folder}; put "
-        "them in <class>/ sub-folders (or directly in it for unlabelled data)")
+      f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {folder}; put "
+      "them in <class>/ sub-folders (or directly in it for unlabelled data)"
+    )
   index = {c: i for i, c in enumerate(_folder_classes(cfg))}
   unknown = sorted(set(by_class) - set(index))
   if unknown:
     raise UserError(
-        f"class folders {', '.join(unknown[:5])} in {folder} appear in "
-        f"neither {cfg.train_split!r} nor {cfg.eval_split!r}, so they have "
-        "no label; remove them or use the same classes in every split")
+      f"class folders {', '.join(unknown[:5])} in {folder} appear in "
+      f"neither {cfg.train_split!r} nor {cfg.eval_split!r}, so they have "
+      "no label; remove them or use the same classes in every split"
+    )
   items = [(p, -1) for p in direct]
   for name, paths in by_class.items():
     items.extend((p, index[name]) for p in paths)
@@ -407,11 +458,19 @@ def _folder_shard(cfg, split, index, count) -> Shard:
     return decode_paths(ds, size)
 
   def reshuffled(seed):
-    return decode(files.shuffle(max(1, len(mine)), seed=seed,
-                                reshuffle_each_iteration=False))
+    return decode(
+      files.shuffle(
+        max(1, len(mine)), seed=seed, reshuffle_each_iteration=False
+      )
+    )
 
-  return Shard(decode(files), end - start, -(-len(items) // count),
-               tuple(p for p, _ in mine), reshuffled)
+  return Shard(
+    decode(files),
+    end - start,
+    -(-len(items) // count),
+    tuple(p for p, _ in mine),
+    reshuffled,
+  )
 
 
 def decode_paths(ds: tf.data.Dataset, size: int) -> tf.data.Dataset:
@@ -428,6 +487,7 @@ def decode_paths(ds: tf.data.Dataset, size: int) -> tf.data.Dataset:
 
 def decode_file(path: tf.Tensor, size: int) -> tf.Tensor:
   """Reads and decodes one image file to uint8 (size, size, 3)."""
-  image = tf.io.decode_image(tf.io.read_file(path), channels=0,
-                             expand_animations=False)
+  image = tf.io.decode_image(
+    tf.io.read_file(path), channels=0, expand_animations=False
+  )
   return to_fixed_size(image, size)

@@ -8,5 +8,12 @@ from simclr_jax.models.heads import finetune_model
 from simclr_jax.models.heads import init_from_pretrained
 from simclr_jax.models.resnet import ResNet
 
-__all__ = ["ResNet", "ProjectionHead", "SupervisedHead", "SimCLRModel",
-           "FineTuneModel", "finetune_model", "init_from_pretrained"]
+__all__ = [
+  "ResNet",
+  "ProjectionHead",
+  "SupervisedHead",
+  "SimCLRModel",
+  "FineTuneModel",
+  "finetune_model",
+  "init_from_pretrained",
+]

@@ -41,6 +41,7 @@ class ProjectionHead(nn.Module):
     bn_axis_name: mapped axis for global BN inside shard_map (as in ResNet;
       the reference syncs the head's BN too).
   """
+
   num_layers: int = 2
   out_dim: int = 128
   bn_momentum: float = 0.9
@@ -51,13 +52,17 @@ class ProjectionHead(nn.Module):
   def __post_init__(self):
     if self.num_layers < 1:
       raise ValueError(
-          f"ProjectionHead needs num_layers >= 1; got {self.num_layers!r}.")
+        f"ProjectionHead needs num_layers >= 1; got {self.num_layers!r}."
+      )
     super().__post_init__()
 
   @nn.compact
   def __call__(
-      self, x: jnp.ndarray, train: bool, return_hiddens: bool = False,
-      layers: Optional[int] = None,
+    self,
+    x: jnp.ndarray,
+    train: bool,
+    return_hiddens: bool = False,
+    layers: Optional[int] = None,
   ) -> Union[jnp.ndarray, Tuple[jnp.ndarray, List[jnp.ndarray]]]:
     """Projects (B, F) features to (B, out_dim) float32.
 
@@ -71,18 +76,28 @@ class ProjectionHead(nn.Module):
     """
     run = self.num_layers if layers is None else layers
     if not 1 <= run <= self.num_layers:
-      raise ValueError(f"layers must be in [1, {self.num_layers}]; "
-                       f"got {layers!r}.")
-    norm = batch_norm(train=train, momentum=self.bn_momentum,
-                      epsilon=self.bn_epsilon, dtype=self.dtype,
-                      axis_name=self.bn_axis_name)
+      raise ValueError(
+        f"layers must be in [1, {self.num_layers}]; got {layers!r}."
+      )
+    norm = batch_norm(
+      train=train,
+      momentum=self.bn_momentum,
+      epsilon=self.bn_epsilon,
+      dtype=self.dtype,
+      axis_name=self.bn_axis_name,
+    )
     hiddens = []
     for j in range(run):
       last = j == self.num_layers - 1
       features = self.out_dim if last else x.shape[-1]
-      x = nn.Dense(features, use_bias=False, kernel_init=dense_kernel_init,
-                   dtype=self.dtype, param_dtype=jnp.float32,
-                   name=f"dense_{j}")(x)
+      x = nn.Dense(
+        features,
+        use_bias=False,
+        kernel_init=dense_kernel_init,
+        dtype=self.dtype,
+        param_dtype=jnp.float32,
+        name=f"dense_{j}",
+      )(x)
       x = norm(use_bias=not last, name=f"bn_{j}")(x)
       if not last:
         x = nn.relu(x)
@@ -99,15 +114,20 @@ class SupervisedHead(nn.Module):
   Kernel init normal(stddev 0.01), bias zeros, computed in float32 (it is
   tiny, and its logits feed a softmax cross-entropy).
   """
+
   num_classes: int
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     """Maps (B, F) features to (B, num_classes) float32 logits."""
-    return nn.Dense(self.num_classes, use_bias=True,
-                    kernel_init=dense_kernel_init, dtype=jnp.float32,
-                    param_dtype=jnp.float32,
-                    name="linear")(jnp.asarray(x, jnp.float32))
+    return nn.Dense(
+      self.num_classes,
+      use_bias=True,
+      kernel_init=dense_kernel_init,
+      dtype=jnp.float32,
+      param_dtype=jnp.float32,
+      name="linear",
+    )(jnp.asarray(x, jnp.float32))
 
 
 class SimCLRModel(nn.Module):
@@ -116,6 +136,7 @@ class SimCLRModel(nn.Module):
   Top-level parameter scopes: 'backbone', 'projection_head' and (when
   num_classes > 0) 'head_supervised'.
   """
+
   backbone: ResNet
   projection_head: ProjectionHead
   num_classes: int
@@ -129,13 +150,13 @@ class SimCLRModel(nn.Module):
     """
     representation = self.backbone(x, train=train)
     outputs = {
-        "representation": representation,
-        "projection": self.projection_head(representation, train=train),
+      "representation": representation,
+      "projection": self.projection_head(representation, train=train),
     }
     if self.num_classes > 0:
       outputs["logits"] = SupervisedHead(
-          self.num_classes, name="head_supervised")(
-              jax.lax.stop_gradient(representation))
+        self.num_classes, name="head_supervised"
+      )(jax.lax.stop_gradient(representation))
     return outputs
 
 
@@ -150,6 +171,7 @@ class FineTuneModel(nn.Module):
   'projection_head/{dense,bn}_j' match `SimCLRModel`'s, so pretrained
   weights copy over by path (`init_from_pretrained`).
   """
+
   backbone: ResNet
   projection_head: Optional[ProjectionHead]
   num_classes: int
@@ -159,12 +181,15 @@ class FineTuneModel(nn.Module):
     available = self.projection_head.num_layers if self.projection_head else 0
     if not 0 <= self.head_layers <= available:
       raise UserError(
-          f"head_layers={self.head_layers!r} must be in [0, {available}]: "
-          f"the projection head has {available} layer(s); use 0 to fine-tune "
-          "from the backbone output (v1) or 1 (v2).")
+        f"head_layers={self.head_layers!r} must be in [0, {available}]: "
+        f"the projection head has {available} layer(s); use 0 to fine-tune "
+        "from the backbone output (v1) or 1 (v2)."
+      )
     if self.num_classes < 1:
-      raise UserError(f"fine-tuning needs num_classes >= 1, got "
-                      f"{self.num_classes!r}; use a labelled dataset.")
+      raise UserError(
+        f"fine-tuning needs num_classes >= 1, got "
+        f"{self.num_classes!r}; use a labelled dataset."
+      )
     super().__post_init__()
 
   @nn.compact
@@ -177,12 +202,16 @@ class FineTuneModel(nn.Module):
     return {"representation": h, "logits": logits}
 
 
-def finetune_model(pretrained: SimCLRModel, *, num_classes: int,
-                   head_layers: int) -> FineTuneModel:
+def finetune_model(
+  pretrained: SimCLRModel, *, num_classes: int, head_layers: int
+) -> FineTuneModel:
   """The fine-tuning network for a pretraining `SimCLRModel`'s architecture."""
-  return FineTuneModel(backbone=pretrained.backbone,
-                       projection_head=pretrained.projection_head,
-                       num_classes=num_classes, head_layers=head_layers)
+  return FineTuneModel(
+    backbone=pretrained.backbone,
+    projection_head=pretrained.projection_head,
+    num_classes=num_classes,
+    head_layers=head_layers,
+  )
 
 
 # Scopes copied from the pretrained model; 'head_supervised' starts fresh.
@@ -193,20 +222,25 @@ def _flat(tree: Any) -> Dict[Tuple[str, ...], Any]:
   return flax.traverse_util.flatten_dict(flax.core.unfreeze(tree))
 
 
-def _describe(paths: List[Tuple[str, ...]], limit: int = 5,
-              shapes: Optional[Dict[Tuple[str, ...], Any]] = None) -> str:
+def _describe(
+  paths: List[Tuple[str, ...]],
+  limit: int = 5,
+  shapes: Optional[Dict[Tuple[str, ...], Any]] = None,
+) -> str:
   def one(path):
     if shapes is None:
       return "/".join(path)
     return "/".join(path) + " {} vs {}".format(*shapes[path])
+
   shown = ", ".join(one(p) for p in paths[:limit])
   more = len(paths) - limit
   return shown + (f" and {more} more" if more > 0 else "")
 
 
-def init_from_pretrained(finetune_variables: Dict[str, Any],
-                         pretrained_variables: Dict[str, Any],
-                         ) -> Dict[str, Any]:
+def init_from_pretrained(
+  finetune_variables: Dict[str, Any],
+  pretrained_variables: Dict[str, Any],
+) -> Dict[str, Any]:
   """Copies the pretrained backbone and projection-head layers by path.
 
   Every 'backbone' and 'projection_head' leaf of `finetune_variables` (params
@@ -218,9 +252,10 @@ def init_from_pretrained(finetune_variables: Dict[str, Any],
   """
   if "backbone" not in pretrained_variables.get("params", {}):
     raise UserError(
-        "the pretrained variables have no 'params/backbone'; pass "
-        "{'params': ..., 'batch_stats': ...} of a pretrained SimCLRModel "
-        "(e.g. a restored TrainState's params and batch_stats).")
+      "the pretrained variables have no 'params/backbone'; pass "
+      "{'params': ..., 'batch_stats': ...} of a pretrained SimCLRModel "
+      "(e.g. a restored TrainState's params and batch_stats)."
+    )
   missing, mismatched, unexpected = [], [], []
   shapes, result = {}, {}
   # 'params' first, so the messages name weights before BN statistics.
@@ -239,22 +274,29 @@ def init_from_pretrained(finetune_variables: Dict[str, Any],
         shapes[where] = (tuple(source[path].shape), tuple(leaf.shape))
       else:
         flat[path] = jnp.asarray(source[path], dtype=leaf.dtype)
-    unexpected += [(collection,) + p for p in source
-                   if p[0] == "backbone" and p not in flat]
+    unexpected += [
+      (collection,) + p for p in source if p[0] == "backbone" and p not in flat
+    ]
     result[collection] = flax.traverse_util.unflatten_dict(flat)
   problems = []
   if missing:
     problems.append(f"missing in the pretrained weights: {_describe(missing)}")
   if mismatched:
-    problems.append("shapes differ (pretrained vs fine-tuning): "
-                    f"{_describe(mismatched, shapes=shapes)}")
+    problems.append(
+      "shapes differ (pretrained vs fine-tuning): "
+      f"{_describe(mismatched, shapes=shapes)}"
+    )
   if unexpected:
-    problems.append("pretrained backbone weights the fine-tuning model lacks: "
-                    f"{_describe(unexpected)}")
+    problems.append(
+      "pretrained backbone weights the fine-tuning model lacks: "
+      f"{_describe(unexpected)}"
+    )
   if problems:
     raise UserError(
-        "the pretrained checkpoint does not fit the fine-tuning model ("
-        + "; ".join(problems) + "); build the fine-tuning model with the pretraining run's model "
-        "settings (depth, width_multiplier, sk_ratio, se_ratio, cifar_stem, "
-        "proj_head_layers).")
+      "the pretrained checkpoint does not fit the fine-tuning model ("
+      + "; ".join(problems)
+      + "); build the fine-tuning model with the pretraining run's model "
+      "settings (depth, width_multiplier, sk_ratio, se_ratio, cifar_stem, "
+      "proj_head_layers)."
+    )
   return result

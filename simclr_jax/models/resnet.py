@@ -31,27 +31,40 @@ Padding = Union[str, Sequence[Tuple[int, int]]]
 
 # Blocks per stage for every supported depth.
 STAGE_SIZES = {
-    18: (2, 2, 2, 2),
-    34: (3, 4, 6, 3),
-    50: (3, 4, 6, 3),
-    101: (3, 4, 23, 3),
-    152: (3, 8, 36, 3),
-    200: (3, 24, 36, 3),
+  18: (2, 2, 2, 2),
+  34: (3, 4, 6, 3),
+  50: (3, 4, 6, 3),
+  101: (3, 4, 23, 3),
+  152: (3, 8, 36, 3),
+  200: (3, 24, 36, 3),
 }
 BASIC_BLOCK_DEPTHS = (18, 34)
 BOTTLENECK_EXPANSION = 4
 
 # TF's VarianceScaling() default: scale 1, fan_in, truncated normal.
 conv_kernel_init = nn.initializers.variance_scaling(
-    1.0, "fan_in", "truncated_normal")
+  1.0, "fan_in", "truncated_normal"
+)
 
 
-def batch_norm(*, train: bool, momentum: float, epsilon: float, dtype: Any,
-               axis_name: Optional[str]) -> Callable[..., nn.BatchNorm]:
+def batch_norm(
+  *,
+  train: bool,
+  momentum: float,
+  epsilon: float,
+  dtype: Any,
+  axis_name: Optional[str],
+) -> Callable[..., nn.BatchNorm]:
   """BatchNorm with the reference settings; statistics and params in f32."""
-  return functools.partial(nn.BatchNorm, use_running_average=not train,
-                           momentum=momentum, epsilon=epsilon, dtype=dtype,
-                           param_dtype=jnp.float32, axis_name=axis_name)
+  return functools.partial(
+    nn.BatchNorm,
+    use_running_average=not train,
+    momentum=momentum,
+    epsilon=epsilon,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    axis_name=axis_name,
+  )
 
 
 def fixed_padding(kernel_size: int, strides: int) -> Padding:
@@ -68,22 +81,25 @@ def fixed_padding(kernel_size: int, strides: int) -> Padding:
   return ((before, total - before), (before, total - before))
 
 
-def conv_fixed_padding(features: int,
-                       kernel_size: int,
-                       strides: int = 1,
-                       dtype: Dtype = jnp.float32,
-                       name: Optional[str] = None) -> nn.Conv:
+def conv_fixed_padding(
+  features: int,
+  kernel_size: int,
+  strides: int = 1,
+  dtype: Dtype = jnp.float32,
+  name: Optional[str] = None,
+) -> nn.Conv:
   """A bias-free square conv with the reference padding rule and init."""
   return nn.Conv(
-      features=features,
-      kernel_size=(kernel_size, kernel_size),
-      strides=(strides, strides),
-      padding=fixed_padding(kernel_size, strides),
-      use_bias=False,
-      kernel_init=conv_kernel_init,
-      dtype=dtype,
-      param_dtype=jnp.float32,
-      name=name)
+    features=features,
+    kernel_size=(kernel_size, kernel_size),
+    strides=(strides, strides),
+    padding=fixed_padding(kernel_size, strides),
+    use_bias=False,
+    kernel_init=conv_kernel_init,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    name=name,
+  )
 
 
 class SqueezeExcite(nn.Module):
@@ -93,6 +109,7 @@ class SqueezeExcite(nn.Module):
   where `filters` is the block's base width (not its 4x bottleneck output),
   and both 1x1 convs carry a bias.
   """
+
   filters: int
   se_ratio: float
   dtype: Dtype = jnp.float32
@@ -100,9 +117,13 @@ class SqueezeExcite(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     conv = functools.partial(
-        nn.Conv, kernel_size=(1, 1), use_bias=True,
-        kernel_init=conv_kernel_init, dtype=self.dtype,
-        param_dtype=jnp.float32)
+      nn.Conv,
+      kernel_size=(1, 1),
+      use_bias=True,
+      kernel_init=conv_kernel_init,
+      dtype=self.dtype,
+      param_dtype=jnp.float32,
+    )
     s = jnp.mean(x, axis=(1, 2), keepdims=True)
     s = conv(max(1, int(self.filters * self.se_ratio)), name="reduce")(s)
     s = conv(x.shape[-1], name="expand")(nn.relu(s))
@@ -116,6 +137,7 @@ class SelectiveKernelConv(nn.Module):
   BN + ReLU); a gate computed from the global pool of their sum picks a
   per-channel softmax mix of the two.
   """
+
   filters: int
   strides: int
   sk_ratio: float
@@ -125,8 +147,9 @@ class SelectiveKernelConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    x = conv_fixed_padding(2 * self.filters, 3, self.strides, self.dtype,
-                           name="conv")(x)
+    x = conv_fixed_padding(
+      2 * self.filters, 3, self.strides, self.dtype, name="conv"
+    )(x)
     x = nn.relu(self.norm(name="bn")(x))
     paths = jnp.stack(jnp.split(x, 2, axis=-1))  # (2, B, H, W, C)
 
@@ -134,16 +157,22 @@ class SelectiveKernelConv(nn.Module):
     gate = jnp.mean(jnp.sum(paths, axis=0), axis=(1, 2), keepdims=True)
     gate = conv_fixed_padding(mid_dim, 1, 1, self.dtype, name="reduce")(gate)
     gate = nn.relu(self.norm(name="reduce_bn")(gate))
-    gate = conv_fixed_padding(2 * self.filters, 1, 1, self.dtype,
-                              name="expand")(gate)
+    gate = conv_fixed_padding(
+      2 * self.filters, 1, 1, self.dtype, name="expand"
+    )(gate)
     mixing = jnp.stack(jnp.split(gate, 2, axis=-1))  # (2, B, 1, 1, C)
     mixing = jax.nn.softmax(mixing.astype(jnp.float32), axis=0)
     return jnp.sum(paths * mixing.astype(paths.dtype), axis=0)
 
 
-def projection_shortcut(x: jnp.ndarray, features: int, strides: int,
-                        resnet_d: bool, norm: ModuleDef,
-                        dtype: Dtype) -> jnp.ndarray:
+def projection_shortcut(
+  x: jnp.ndarray,
+  features: int,
+  strides: int,
+  resnet_d: bool,
+  norm: ModuleDef,
+  dtype: Dtype,
+) -> jnp.ndarray:
   """1x1 projection shortcut (+BN) used by the first block of each stage.
 
   With `resnet_d` (SK models) the downsampling is a 2x2 average pool followed
@@ -153,11 +182,21 @@ def projection_shortcut(x: jnp.ndarray, features: int, strides: int,
   """
   if resnet_d:
     if strides > 1:
-      x = nn.avg_pool(x, (2, 2), strides=(strides, strides),
-                      padding=((0, 1), (0, 1)), count_include_pad=True)
+      x = nn.avg_pool(
+        x,
+        (2, 2),
+        strides=(strides, strides),
+        padding=((0, 1), (0, 1)),
+        count_include_pad=True,
+      )
     else:
-      x = nn.avg_pool(x, (2, 2), strides=(1, 1),
-                      padding=((0, 1), (0, 1)), count_include_pad=False)
+      x = nn.avg_pool(
+        x,
+        (2, 2),
+        strides=(1, 1),
+        padding=((0, 1), (0, 1)),
+        count_include_pad=False,
+      )
     x = conv_fixed_padding(features, 1, 1, dtype, name="shortcut_conv")(x)
   else:
     x = conv_fixed_padding(features, 1, strides, dtype, name="shortcut_conv")(x)
@@ -166,6 +205,7 @@ def projection_shortcut(x: jnp.ndarray, features: int, strides: int,
 
 class BasicBlock(nn.Module):
   """Two 3x3 convs (ResNet-18/34); the last BN starts with gamma = 0."""
+
   filters: int
   strides: int
   use_projection: bool
@@ -178,10 +218,12 @@ class BasicBlock(nn.Module):
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     shortcut = x
     if self.use_projection:
-      shortcut = projection_shortcut(x, self.filters, self.strides,
-                                     self.resnet_d, self.norm, self.dtype)
-    y = conv_fixed_padding(self.filters, 3, self.strides, self.dtype,
-                           name="conv1")(x)
+      shortcut = projection_shortcut(
+        x, self.filters, self.strides, self.resnet_d, self.norm, self.dtype
+      )
+    y = conv_fixed_padding(
+      self.filters, 3, self.strides, self.dtype, name="conv1"
+    )(x)
     y = nn.relu(self.norm(name="bn1")(y))
     y = conv_fixed_padding(self.filters, 3, 1, self.dtype, name="conv2")(y)
     y = self.norm(name="bn2", scale_init=nn.initializers.zeros)(y)
@@ -192,6 +234,7 @@ class BasicBlock(nn.Module):
 
 class BottleneckBlock(nn.Module):
   """1x1 -> 3x3 (strided, optionally selective-kernel) -> 1x1 (4x filters)."""
+
   filters: int
   strides: int
   use_projection: bool
@@ -205,16 +248,24 @@ class BottleneckBlock(nn.Module):
     out_filters = BOTTLENECK_EXPANSION * self.filters
     shortcut = x
     if self.use_projection:
-      shortcut = projection_shortcut(x, out_filters, self.strides,
-                                     self.sk_ratio > 0, self.norm, self.dtype)
+      shortcut = projection_shortcut(
+        x, out_filters, self.strides, self.sk_ratio > 0, self.norm, self.dtype
+      )
     y = conv_fixed_padding(self.filters, 1, 1, self.dtype, name="conv1")(x)
     y = nn.relu(self.norm(name="bn1")(y))
     if self.sk_ratio > 0:
-      y = SelectiveKernelConv(self.filters, self.strides, self.sk_ratio,
-                              self.norm, self.dtype, name="sk_conv")(y)
+      y = SelectiveKernelConv(
+        self.filters,
+        self.strides,
+        self.sk_ratio,
+        self.norm,
+        self.dtype,
+        name="sk_conv",
+      )(y)
     else:
-      y = conv_fixed_padding(self.filters, 3, self.strides, self.dtype,
-                             name="conv2")(y)
+      y = conv_fixed_padding(
+        self.filters, 3, self.strides, self.dtype, name="conv2"
+      )(y)
       y = nn.relu(self.norm(name="bn2")(y))
     y = conv_fixed_padding(out_filters, 1, 1, self.dtype, name="conv3")(y)
     y = self.norm(name="bn3", scale_init=nn.initializers.zeros)(y)
@@ -241,6 +292,7 @@ class ResNet(nn.Module):
     bn_axis_name: mapped axis to average BN statistics over (global BN inside
       shard_map); None uses the batch the function sees.
   """
+
   depth: int = 50
   width_multiplier: float = 1.0
   sk_ratio: float = 0.0
@@ -254,12 +306,14 @@ class ResNet(nn.Module):
   def __post_init__(self):
     if self.depth not in STAGE_SIZES:
       raise ValueError(
-          f"Unsupported ResNet depth {self.depth!r}; valid depths are "
-          f"{', '.join(str(d) for d in STAGE_SIZES)}.")
+        f"Unsupported ResNet depth {self.depth!r}; valid depths are "
+        f"{', '.join(str(d) for d in STAGE_SIZES)}."
+      )
     if self.width_multiplier <= 0 or int(64 * self.width_multiplier) < 1:
       raise ValueError(
-          f"width_multiplier must give at least one stem channel "
-          f"(64 * width_multiplier >= 1); got {self.width_multiplier!r}.")
+        f"width_multiplier must give at least one stem channel "
+        f"(64 * width_multiplier >= 1); got {self.width_multiplier!r}."
+      )
     super().__post_init__()
 
   def _width(self, base: int) -> int:
@@ -275,9 +329,13 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     """Maps images (B, H, W, 3) in [0, 1] to features (B, feature_dim) f32."""
-    norm = batch_norm(train=train, momentum=self.bn_momentum,
-                      epsilon=self.bn_epsilon, dtype=self.dtype,
-                      axis_name=self.bn_axis_name)
+    norm = batch_norm(
+      train=train,
+      momentum=self.bn_momentum,
+      epsilon=self.bn_epsilon,
+      dtype=self.dtype,
+      axis_name=self.bn_axis_name,
+    )
     conv = functools.partial(conv_fixed_padding, dtype=self.dtype)
     x = jnp.asarray(x, self.dtype)
 
@@ -288,7 +346,8 @@ class ResNet(nn.Module):
     else:
       if self.sk_ratio > 0:  # ResNet-D stem: three 3x3 convs.
         for i, (width, strides) in enumerate(
-            ((stem_width // 2, 2), (stem_width // 2, 1), (stem_width, 1)), 1):
+          ((stem_width // 2, 2), (stem_width // 2, 1), (stem_width, 1)), 1
+        ):
           x = conv(width, 3, strides, name=f"stem_conv{i}")(x)
           x = nn.relu(norm(name=f"stem_bn{i}")(x))
       else:
@@ -303,13 +362,14 @@ class ResNet(nn.Module):
         # The reference projects the shortcut in the first block of every
         # stage, including the stride-1 first stage.
         kwargs = dict(
-            filters=filters,
-            strides=2 if stage > 0 and block == 0 else 1,
-            use_projection=block == 0,
-            norm=norm,
-            se_ratio=self.se_ratio,
-            dtype=self.dtype,
-            name=f"stage{stage + 1}_block{block + 1}")
+          filters=filters,
+          strides=2 if stage > 0 and block == 0 else 1,
+          use_projection=block == 0,
+          norm=norm,
+          se_ratio=self.se_ratio,
+          dtype=self.dtype,
+          name=f"stage{stage + 1}_block{block + 1}",
+        )
         if basic:
           x = BasicBlock(resnet_d=self.sk_ratio > 0, **kwargs)(x)
         else:
