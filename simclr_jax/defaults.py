@@ -7,7 +7,11 @@ sets; a test keeps the two in step) except where a config file says
 otherwise.
 """
 
+import dataclasses
+
 import ml_collections
+
+from simclr_jax.data import config as data_config
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -21,28 +25,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.init_checkpoint = ""  # pretraining run directory (downstream modes)
 
   # Data: where images come from, the square the host brings them to, and
-  # the model input size.
+  # the model input size. One definition: the fields and defaults of
+  # data.DataConfig (commented there).
   c.data = ml_collections.ConfigDict(
-    dict(
-      source="tfds",  # "builtin" | "tfds" | "folder"
-      name="imagenet2012",  # tfds dataset name
-      data_dir="",  # tfds data_dir, or the image-folder root
-      train_split="train",
-      eval_split="validation",  # "" disables held-out evaluation
-      image_size=224,  # model input size: the side of every view
-      host_size=0,  # side of the square the host brings images
-      # to (shorter side resized, centre crop); the
-      # random and eval crops read from it and
-      # resize to image_size. 0: image_size
-      builtin_train_examples=10000,
-      builtin_eval_examples=2000,
-      builtin_seed=0,
-      shuffle_buffer=10000,
-      cache=False,  # keep decoded images in host memory
-      num_shards=0,  # data order = S reader shards (0: one per
-      # device); fixed S keeps the order across
-      # process and device counts
-    )
+    dataclasses.asdict(data_config.DataConfig())
   )
 
   # On-device augmentation (docs/fidelity.md section 5); fields of augment.AugmentConfig.

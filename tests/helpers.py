@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 from simclr_jax import defaults
+from simclr_jax.data.config import DataConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = [
@@ -48,6 +49,20 @@ TINY_DOWNSTREAM = [
   "--config.finetune.batch_size=16",
   "--config.linear_eval.val_fraction=0.25",  # >= 1 per class of 3 or 4
 ]
+
+
+# The data most data tests start from: the builtin dataset at 32 px with its
+# 'test' split for evaluation, cached. (DataConfig's own defaults are
+# base_config's ImageNet ones: tfds imagenet2012 at 224 px, eval split
+# 'validation', no cache.)
+SMALL_DATA = dict(
+  source="builtin", name="", eval_split="test", image_size=32, cache=True
+)
+
+
+def data_config(**fields) -> DataConfig:
+  """A DataConfig of SMALL_DATA, with `fields` on top."""
+  return DataConfig(**{**SMALL_DATA, **fields})
 
 
 def run_cli(

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from helpers import data_config
 from simclr_jax import data
 from simclr_jax.data import builtin
 from simclr_jax.errors import UserError
 
-CFG = data.DataConfig(
+CFG = data_config(
   image_size=8,
   builtin_train_examples=30,
   builtin_eval_examples=21,
@@ -89,7 +90,7 @@ def test_deterministic_by_seed():
 
 
 def test_each_epoch_is_reshuffled():
-  cfg = data.DataConfig(image_size=8, builtin_train_examples=32)
+  cfg = data_config(image_size=8, builtin_train_examples=32)
   batches = _take(_train(cfg), 12)  # 32 examples = 4 batches of 8 per epoch
   epochs = [
     np.concatenate([b["image"] for b in batches[i : i + 4]]) for i in (0, 4, 8)
@@ -109,7 +110,7 @@ def test_start_step_resumes_where_the_uninterrupted_run_was(start_step):
     np.testing.assert_array_equal(x["label"], y["label"])
 
 
-SHARDED = data.DataConfig(
+SHARDED = data_config(
   image_size=8, builtin_train_examples=30, shuffle_buffer=1000, num_shards=4
 )
 

@@ -9,7 +9,10 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from helpers import data_config
 from simclr_jax import data
+from simclr_jax import defaults
+from simclr_jax.data import sources
 from simclr_jax.errors import UserError
 
 RED, BLUE, GREEN = (230, 20, 20), (20, 20, 230), (20, 200, 20)
@@ -46,7 +49,7 @@ def _folder(tmp_path):
 
 
 def test_folder_info(folder):
-  info = data.dataset_info(data.DataConfig(source="folder", data_dir=folder))
+  info = data.dataset_info(data_config(source="folder", data_dir=folder))
   assert info == data.DatasetInfo(
     num_train=5, num_eval=2, num_classes=2, class_names=("cat", "dog")
   )
@@ -61,7 +64,7 @@ def _pop_match(images, labels, label, color, atol):
 
 
 def test_folder_images_labels_and_sizes(folder):
-  cfg = data.DataConfig(source="folder", data_dir=folder, image_size=16)
+  cfg = data_config(source="folder", data_dir=folder, image_size=16)
   images, labels = _all(cfg, "train")
   assert images.shape == (5, 16, 16, 3) and images.dtype == np.uint8
   assert labels.dtype == np.int32
@@ -78,9 +81,7 @@ def test_folder_images_labels_and_sizes(folder):
 
 
 def test_folder_training_reshuffles_files_when_not_cached(folder):
-  cfg = data.DataConfig(
-    source="folder", data_dir=folder, image_size=8, cache=False
-  )
+  cfg = data_config(source="folder", data_dir=folder, image_size=8, cache=False)
   epochs = list(
     itertools.islice(data.train_batches(cfg, global_batch_size=5, seed=0), 4)
   )
@@ -97,7 +98,7 @@ def test_folder_resize_keeps_aspect_and_centre_crops(tmp_path):
   pixels[:, :8] = pixels[:, 56:] = GREEN
   os.makedirs(tmp_path / "train")
   Image.fromarray(pixels).save(tmp_path / "train" / "x.png")
-  cfg = data.DataConfig(
+  cfg = data_config(
     source="folder", data_dir=str(tmp_path), image_size=16, eval_split=""
   )
   (image,), (label,) = _all(cfg, "train")
@@ -109,7 +110,7 @@ def test_folder_resize_keeps_aspect_and_centre_crops(tmp_path):
 def test_unlabelled_flat_folder(tmp_path):
   for i in range(3):
     _save(f"{tmp_path}/img{i}.jpg", "RGB", (20 + i, 20), RED)
-  cfg = data.DataConfig(source="folder", data_dir=str(tmp_path), image_size=8)
+  cfg = data_config(source="folder", data_dir=str(tmp_path), image_size=8)
   info = data.dataset_info(cfg)
   assert info == data.DatasetInfo(3, 0, 0, ())  # root itself is the train set
   images, labels = _all(cfg, "train")
@@ -122,9 +123,7 @@ def test_unlabelled_flat_folder(tmp_path):
 def test_flat_folder_with_class_folders(tmp_path):
   _save(f"{tmp_path}/b_class/x.png", "RGB", (8, 8), RED)
   _save(f"{tmp_path}/a_class/y.png", "RGB", (8, 8), RED)
-  info = data.dataset_info(
-    data.DataConfig(source="folder", data_dir=str(tmp_path))
-  )
+  info = data.dataset_info(data_config(source="folder", data_dir=str(tmp_path)))
   assert info.class_names == ("a_class", "b_class") and info.num_eval == 0
 
 
@@ -137,15 +136,15 @@ def test_folder_errors(folder, tmp_path):
   _raises(
     "does not exist",
     data.dataset_info,
-    data.DataConfig(source="folder", data_dir=str(tmp_path / "missing")),
+    data_config(source="folder", data_dir=str(tmp_path / "missing")),
   )
   os.makedirs(tmp_path / "empty" / "train")
   _raises(
     "no images",
     data.dataset_info,
-    data.DataConfig(source="folder", data_dir=str(tmp_path / "empty")),
+    data_config(source="folder", data_dir=str(tmp_path / "empty")),
   )
-  cfg = data.DataConfig(source="folder", data_dir=folder)
+  cfg = data_config(source="folder", data_dir=folder)
   _raises(
     r"no split 'val' \(available: test, train\)",
     data.eval_batches,
@@ -156,29 +155,27 @@ def test_folder_errors(folder, tmp_path):
   _raises(
     "eval_split=''",
     data.dataset_info,
-    data.DataConfig(source="folder", data_dir=folder, eval_split="validation"),
+    data_config(source="folder", data_dir=folder, eval_split="validation"),
   )
   _raises(
     "no 'training' folder",
     data.dataset_info,
-    data.DataConfig(source="folder", data_dir=folder, train_split="training"),
+    data_config(source="folder", data_dir=folder, train_split="training"),
   )
-  _raises("needs data_dir", data.dataset_info, data.DataConfig(source="folder"))
-  _raises(
-    "unknown data source", data.dataset_info, data.DataConfig(source="s3")
-  )
+  _raises("needs data_dir", data.dataset_info, data_config(source="folder"))
+  _raises("unknown data source", data.dataset_info, data_config(source="s3"))
 
 
 def test_corrupt_file_is_named(tmp_path):
   _save(f"{tmp_path}/train/a/good.png", "RGB", (8, 8), RED)
   (tmp_path / "train" / "a" / "broken.jpg").write_bytes(b"\xff\xd8garbage")
-  cfg = data.DataConfig(source="folder", data_dir=str(tmp_path), eval_split="")
+  cfg = data_config(source="folder", data_dir=str(tmp_path), eval_split="")
   batches = data.train_batches(cfg, global_batch_size=2, seed=0)
   _raises(r"cannot decode image file .*broken\.jpg", next, batches)
 
 
 def test_cached_folder_serves_train_and_eval_passes(folder):
-  cfg = data.DataConfig(source="folder", data_dir=folder, image_size=8)
+  cfg = data_config(source="folder", data_dir=folder, image_size=8)
   train = data.train_batches(cfg, global_batch_size=2, seed=0)
   first = next(train)
   images, _ = _all(cfg, "train")  # while the train pass is half done
@@ -226,7 +223,7 @@ def _tfds_dir(tmp_path):
 
 
 def test_tfds_with_mock_data(tfds_dir):
-  cfg = data.DataConfig(
+  cfg = data_config(
     source="tfds", name="cifar10", data_dir=tfds_dir, image_size=16
   )
   with tfds.testing.mock_data(num_examples=24, data_dir=tfds_dir):
@@ -244,7 +241,7 @@ def test_tfds_with_mock_data(tfds_dir):
 def test_tfds_with_plain_mock_data():
   # Without metadata the mocked builder knows no split sizes: they are
   # counted, and any split name is accepted.
-  cfg = data.DataConfig(source="tfds", name="cifar10", image_size=8)
+  cfg = data_config(source="tfds", name="cifar10", image_size=8)
   with tfds.testing.mock_data(num_examples=12):
     info = data.dataset_info(cfg)
     images, labels = _all(cfg, "test", batch=8)
@@ -253,7 +250,7 @@ def test_tfds_with_plain_mock_data():
 
 
 def test_tfds_unknown_split(tfds_dir):
-  cfg = data.DataConfig(
+  cfg = data_config(
     source="tfds", name="cifar10", data_dir=tfds_dir, eval_split="validation"
   )
   with tfds.testing.mock_data(num_examples=24, data_dir=tfds_dir):
@@ -261,24 +258,24 @@ def test_tfds_unknown_split(tfds_dir):
 
 
 def test_tfds_unknown_name_suggests_close_matches():
-  cfg = data.DataConfig(source="tfds", name="cifar_10")
+  cfg = data_config(source="tfds", name="cifar_10")
   _raises("did you mean cifar10", data.dataset_info, cfg)
 
 
 def test_tfds_not_prepared_never_downloads(tmp_path):
-  cfg = data.DataConfig(source="tfds", name="mnist", data_dir=str(tmp_path))
+  cfg = data_config(source="tfds", name="mnist", data_dir=str(tmp_path))
   _raises("not prepared.*tfds build mnist", data.dataset_info, cfg)
 
 
 def test_builtin_info_and_unknown_split():
-  cfg = data.DataConfig(builtin_train_examples=50, builtin_eval_examples=20)
+  cfg = data_config(builtin_train_examples=50, builtin_eval_examples=20)
   info = data.dataset_info(cfg)
   assert (info.num_train, info.num_eval, info.num_classes) == (50, 20, 10)
-  assert data.dataset_info(data.DataConfig(eval_split="")).num_eval == 0
+  assert data.dataset_info(data_config(eval_split="")).num_eval == 0
   _raises(
     "no split 'validation'",
     data.dataset_info,
-    data.DataConfig(eval_split="validation"),
+    data_config(eval_split="validation"),
   )
 
 
@@ -286,10 +283,8 @@ def test_host_size_sets_the_squares_every_source_yields(folder, tmp_path):
   """data.host_size, not image_size, is the side of the host's squares, for
   train and eval batches of folder and builtin data; 0 means image_size."""
   for cfg in (
-    data.DataConfig(
-      source="folder", data_dir=folder, image_size=8, host_size=24
-    ),
-    data.DataConfig(
+    data_config(source="folder", data_dir=folder, image_size=8, host_size=24),
+    data_config(
       image_size=8,
       host_size=24,
       builtin_train_examples=4,
@@ -301,7 +296,7 @@ def test_host_size_sets_the_squares_every_source_yields(folder, tmp_path):
     assert images.shape[1:] == (24, 24, 3)
     train = next(data.train_batches(cfg, global_batch_size=4, seed=0))
     assert train["image"].shape == (4, 24, 24, 3)
-  assert data.DataConfig(image_size=8).host_image_size == 8
+  assert data_config(image_size=8).host_image_size == 8
 
 
 def test_host_size_keeps_the_resolution_that_image_size_would_lose(tmp_path):
@@ -311,7 +306,7 @@ def test_host_size_keeps_the_resolution_that_image_size_would_lose(tmp_path):
   path = tmp_path / "img" / "train" / "a" / "x.png"
   _save(str(path), "L", (64, 64), 0)
   Image.fromarray(cells).save(path)
-  big = data.DataConfig(
+  big = data_config(
     source="folder",
     data_dir=str(tmp_path / "img"),
     image_size=8,
@@ -330,5 +325,33 @@ def test_host_size_below_image_size_is_refused():
   _raises(
     "host_size=8 is smaller than image_size=16",
     data.dataset_info,
-    data.DataConfig(image_size=16, host_size=8),
+    data_config(image_size=16, host_size=8),
+  )
+
+
+# ------------------------------------------------ defaults and registry
+
+
+def test_data_config_defaults_are_the_base_config():
+  """One definition: base_config().data is built from DataConfig()."""
+  base = defaults.base_config().data.to_dict()
+  assert base == dataclasses.asdict(data.DataConfig())
+  assert (base["source"], base["name"], base["image_size"]) == (
+    "tfds",
+    "imagenet2012",
+    224,
+  )
+  assert (base["eval_split"], base["cache"]) == ("validation", False)
+
+
+def test_sources_are_registered_by_name():
+  assert sources.SOURCES == ("builtin", "tfds", "folder")
+  for name in sources.SOURCES:
+    assert sources.get(name).name == name
+  assert sources.get("builtin").in_memory
+  assert not sources.get("folder").in_memory
+  _raises(
+    r"unknown data source 's3'; use one of builtin, tfds, folder",
+    sources.get,
+    "s3",
   )

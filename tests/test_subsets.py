@@ -7,6 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from helpers import data_config
 from simclr_jax.data import builtin
 from simclr_jax.data import sources
 from simclr_jax.data import subsets
@@ -84,9 +85,7 @@ def _examples(shard):
 
 
 def test_builtin_subset_shard_holds_exactly_the_subset():
-  cfg = sources.DataConfig(
-    source="builtin", image_size=8, builtin_train_examples=120
-  )
+  cfg = data_config(source="builtin", image_size=8, builtin_train_examples=120)
   labels = subsets.split_labels(cfg, "train")
   all_images, all_labels = builtin.generate(
     120, 8, builtin.split_seed(cfg.builtin_seed, "train")
@@ -122,7 +121,7 @@ def test_folder_subset_shard(tmp_path):
       Image.new("RGB", (6, 6), tuple(color)).save(
         tmp_path / "train" / cls / f"{i}.png"
       )
-  cfg = sources.DataConfig(
+  cfg = data_config(
     source="folder",
     data_dir=str(tmp_path),
     image_size=6,
@@ -149,26 +148,20 @@ def test_folder_subset_shard(tmp_path):
 def test_unlabelled_folder_is_refused(tmp_path):
   for i in range(3):
     Image.new("RGB", (4, 4), (i, i, i)).save(tmp_path / f"{i}.png")
-  cfg = sources.DataConfig(
-    source="folder", data_dir=str(tmp_path), eval_split=""
-  )
+  cfg = data_config(source="folder", data_dir=str(tmp_path), eval_split="")
   with pytest.raises(UserError, match="3 of 3 examples have no label"):
     subsets.load_subset_shard(cfg, 0.5, seed=0)
 
 
 def test_bad_indices_are_refused():
-  cfg = sources.DataConfig(
-    source="builtin", image_size=8, builtin_train_examples=20
-  )
+  cfg = data_config(source="builtin", image_size=8, builtin_train_examples=20)
   for bad in ([0, 0], [20], [-1], []):
     with pytest.raises(UserError, match=r"distinct and in \[0, 20\)"):
       subsets.subset_shard(cfg, "train", np.array(bad, np.int64))
 
 
 def test_tfds_subset_reads_the_selected_examples():
-  cfg = sources.DataConfig(
-    source="tfds", name="cifar10", image_size=8, cache=False
-  )
+  cfg = data_config(source="tfds", name="cifar10", image_size=8, cache=False)
   with tfds.testing.mock_data(num_examples=30):
     labels = subsets.split_labels(cfg, "train")
     all_images, all_labels = _examples(sources.load_shard(cfg, "train"))
@@ -197,6 +190,6 @@ def test_official_imagenet_subsets_by_name(monkeypatch):
     "load_shard",
     lambda cfg, split, **kw: seen.append((cfg.name, split)),
   )
-  cfg = sources.DataConfig(source="tfds", name="imagenet2012", image_size=8)
+  cfg = data_config(source="tfds", name="imagenet2012", image_size=8)
   subsets.load_subset_shard(cfg, 0.01, seed=0)
   assert seen == [("imagenet2012_subset/1pct", "train")]

@@ -1,10 +1,11 @@
-"""Per-process batching, global jax arrays and background device prefetch.
+"""Per-process batching of training and evaluation passes.
 
 Each process reads only its part of a split (see `sources.load_shard`) and
 produces batches of `global_batch_size // process_count` examples as numpy
-arrays; `to_global` assembles them into arrays sharded along the batch axis
-across all processes, and `prefetch_to_device` does that in a background
-thread so the next batches are on the device while the current step runs.
+arrays; `sharding.to_global` assembles them into arrays sharded along the
+batch axis across all processes, and `prefetch.prefetch_to_device` does that
+in a background thread so the next batches are on the device while the
+current step runs.
 
 Training order does not depend on the process count. The train split is cut
 into S "reader shards" (`num_shards`; contiguous, as `load_shard` with S
@@ -23,12 +24,8 @@ split evenly between the S shards (a process holds its shards' part).
 from __future__ import annotations
 
 import functools
-import queue
-import threading
 from collections.abc import Iterator, Sequence
-from typing import Any
 
-import jax
 import numpy as np
 import tensorflow as tf
 
@@ -74,8 +71,7 @@ def num_reader_shards(
   shards = num_shards or process_count
   if shards < 0:
     raise UserError(
-      f"num_shards must be >= 0 (0: one reader shard per "
-      f"process), got {num_shards}"
+      f"num_shards must be >= 0 (0: the default count), got {num_shards}"
     )
   if global_batch_size % shards:
     raise UserError(
@@ -333,104 +329,3 @@ def _find_bad_file(paths: tuple[str, ...]) -> tuple[str, str] | None:
       reason = getattr(e, "message", str(e)).strip().splitlines()[0]
       return path, reason[:200]
   return None
-
-
-def to_global(
-  batch: dict[str, Any], sharding: jax.sharding.NamedSharding
-) -> dict[str, jax.Array]:
-  """Per-process numpy batch -> global jax arrays sharded along axis 0.
-
-  The global shape is left for JAX to infer from the sharding (each process
-  holds the rows its devices own): local batch x process count for a batch
-  axis that spans all processes, without assuming that layout here.
-  """
-  return {
-    k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-    for k, v in batch.items()
-  }
-
-
-def prefetch_to_device(
-  iterator: Iterator[dict[str, Any]],
-  sharding: jax.sharding.NamedSharding,
-  size: int = 2,
-) -> Iterator[dict[str, jax.Array]]:
-  """Moves batches to the devices `size` steps ahead in a background thread.
-
-  An exception raised by `iterator` (or by the transfer) is re-raised in the
-  consumer after the batches that preceded it. `close()` on the result (or
-  garbage collection, or exhausting it) stops the thread and closes
-  `iterator`.
-  """
-  return _Prefetcher(
-    iterator, functools.partial(to_global, sharding=sharding), size
-  )
-
-
-class _Prefetcher(Iterator[dict[str, Any]]):
-  """A bounded queue filled by a daemon thread.
-
-  The thread holds no reference to this object, so dropping the last
-  reference stops it via __del__.
-  """
-
-  def __init__(self, iterator, transform, size: int):
-    if size < 1:
-      raise ValueError(f"prefetch size must be >= 1, got {size}")
-    self._queue: queue.Queue = queue.Queue(maxsize=size)
-    self._stop = threading.Event()
-    self._done = False
-    self._thread = threading.Thread(
-      target=_produce,
-      args=(iterator, transform, self._queue, self._stop),
-      name="prefetch_to_device",
-      daemon=True,
-    )
-    self._thread.start()
-
-  def __next__(self) -> dict[str, Any]:
-    if self._done:
-      raise StopIteration
-    kind, item = self._queue.get()
-    if kind == "ok":
-      return item
-    self.close()
-    if kind == "end":
-      raise StopIteration
-    raise item
-
-  def close(self) -> None:
-    """Stops the producer thread and waits for it (briefly); idempotent."""
-    self._done = True
-    self._stop.set()
-    self._thread.join(timeout=10)
-
-  def __del__(self):
-    self._stop.set()
-
-
-def _produce(
-  iterator, transform, out: queue.Queue, stop: threading.Event
-) -> None:
-  """Producer thread: transforms items into `out` until done or stopped."""
-
-  def put(item) -> bool:
-    while not stop.is_set():
-      try:
-        out.put(item, timeout=0.05)
-        return True
-      except queue.Full:
-        pass
-    return False
-
-  try:
-    for batch in iterator:
-      if not put(("ok", transform(batch))):
-        return
-    put(("end", None))
-  except BaseException as e:  # pylint: disable=broad-except
-    put(("error", e))
-  finally:
-    close = getattr(iterator, "close", None)
-    if close is not None:
-      close()

@@ -7,9 +7,10 @@ one) are taken, so for the same seed a smaller fraction's subset is
 contained in a larger one's (1% is inside 10%).
 
 `load_subset_shard` turns that into a `sources.Shard` of the training split
-for any source: builtin and folder sources select the examples before
-decoding; other tfds datasets read the labels once (images not decoded) and
-filter the split; ImageNet's 1% and 10% use the official tfds subsets
+for any source, through the `sources.Source` interface (`labels`, then
+`select`): builtin and folder sources select the examples before decoding;
+other tfds datasets read the labels once (images not decoded) and filter
+the split; ImageNet's 1% and 10% use the official tfds subsets
 (`imagenet2012_subset/1pct`, `/10pct`) the SimCLR papers report on.
 """
 
@@ -19,10 +20,7 @@ import dataclasses
 import math
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
-from simclr_jax.data import builtin
 from simclr_jax.data import sources
 from simclr_jax.errors import UserError
 
@@ -90,28 +88,7 @@ def official_subset_name(name: str, fraction: float) -> str | None:
 
 def split_labels(cfg: sources.DataConfig, split: str) -> np.ndarray:
   """Labels of a split in the order `subset_shard` indexes it (-1 = none)."""
-  sources._check_config(cfg)
-  if cfg.source == "builtin":
-    return _builtin_arrays(cfg, split)[1]
-  if cfg.source == "folder":
-    return np.array([l for _, l in sources._folder_files(cfg, split)], np.int32)
-  builder = sources._tfds_builder(cfg)
-  sources._tfds_num_examples(builder, split)  # validates the split
-  image_key, label_key = sources._tfds_keys(builder)
-  if label_key is None:
-    raise UserError(
-      f"tfds dataset {cfg.name!r} has no labels; fine-tuning "
-      "needs a labelled dataset"
-    )
-  ds = builder.as_dataset(
-    split=split,
-    shuffle_files=False,
-    read_config=tfds.ReadConfig(try_autocache=False),
-    decoders={image_key: tfds.decode.SkipDecoding()},
-  )
-  ds = ds.map(lambda ex: tf.cast(ex[label_key], tf.int32)).batch(4096)
-  parts = list(ds.as_numpy_iterator())
-  return np.concatenate(parts) if parts else np.zeros((0,), np.int32)
+  return sources.check_config(cfg).labels(cfg, split)
 
 
 def subset_shard(
@@ -129,32 +106,20 @@ def subset_shard(
   `sources`) and split contiguously over processes; decoded images are
   cached when `cfg.cache` is set.
   """
-  sources._check_config(cfg)
+  source = sources.check_config(cfg)
   indices = np.asarray(indices, np.int64)
   if not 0 <= process_index < process_count:
     raise UserError(
       f"process_index {process_index} is not in [0, {process_count})"
     )
-  _check_indices(indices, _split_size(cfg, split), split)
+  _check_indices(indices, source.num_examples(cfg, split), split)
   order = indices[np.random.default_rng(0).permutation(indices.size)]
-  start, end = sources._contiguous(order.size, process_index, process_count)
-  mine = order[start:end]
-  max_shard = -(-order.size // process_count)
-  if cfg.source == "builtin":
-    images, labels = _builtin_arrays(cfg, split)
-    ds = tf.data.Dataset.from_tensor_slices(
-      {"image": images[mine], "label": labels[mine]}
-    )
-    return sources.Shard(ds, mine.size, max_shard)
-  if cfg.source == "folder":
-    shard = _folder_subset(cfg, split, mine, max_shard)
-  else:
-    shard = _tfds_subset(cfg, split, mine, max_shard)
-  if cfg.cache:
-    shard = dataclasses.replace(
-      shard, dataset=shard.dataset.cache(), reshuffled=None
-    )
-  return shard
+  start, end = sources.contiguous(order.size, process_index, process_count)
+  shard = source.select(cfg, split, order[start:end])
+  shard = dataclasses.replace(
+    shard, max_shard_examples=-(-order.size // process_count)
+  )
+  return source.cached(cfg, shard)
 
 
 def load_subset_shard(
@@ -203,74 +168,3 @@ def _check_indices(indices: np.ndarray, n: int, split: str) -> None:
       f"split {split!r}; build them with stratified_subset("
       "split_labels(...), fraction, seed)"
     )
-
-
-def _split_size(cfg: sources.DataConfig, split: str) -> int:
-  if cfg.source == "builtin":
-    return sources._builtin_split(cfg, split)[0]
-  if cfg.source == "folder":
-    return len(sources._folder_files(cfg, split))
-  return sources._tfds_num_examples(sources._tfds_builder(cfg), split)
-
-
-def _builtin_arrays(
-  cfg: sources.DataConfig, split: str
-) -> tuple[np.ndarray, np.ndarray]:
-  n, seed = sources._builtin_split(cfg, split)
-  return builtin.generate(n, cfg.host_image_size, seed)
-
-
-def _folder_subset(cfg, split, mine, max_shard) -> sources.Shard:
-  items = sources._folder_files(cfg, split)
-  paths = [items[i][0] for i in mine]
-  files = tf.data.Dataset.from_tensor_slices(
-    {
-      "path": tf.constant(paths, tf.string, shape=[len(paths)]),
-      "label": tf.constant(
-        [items[i][1] for i in mine], tf.int32, shape=[len(paths)]
-      ),
-    }
-  )
-  size = cfg.host_image_size
-
-  def decode(ds):
-    return sources.decode_paths(ds, size)
-
-  def reshuffled(seed):
-    return decode(
-      files.shuffle(
-        max(1, len(paths)), seed=seed, reshuffle_each_iteration=False
-      )
-    )
-
-  return sources.Shard(
-    decode(files), len(paths), max_shard, tuple(paths), reshuffled
-  )
-
-
-def _tfds_subset(cfg, split, mine, max_shard) -> sources.Shard:
-  """Reads the split in order and keeps the selected examples.
-
-  Every process reads the whole split once (then the cache serves later
-  epochs); fine for CIFAR-sized data, and ImageNet has official subsets.
-  """
-  builder = sources._tfds_builder(cfg)
-  n = sources._tfds_num_examples(builder, split)
-  image_key, label_key = sources._tfds_keys(builder)
-  selected = np.zeros(n, bool)
-  selected[mine] = True
-  keep = tf.constant(selected)
-  ds = sources._tfds_dataset(builder, split).enumerate()
-  ds = ds.filter(lambda i, ex: tf.gather(keep, i))
-  ds = ds.map(
-    lambda i, ex: {
-      "image": sources.to_fixed_size(ex[image_key], cfg.host_image_size),
-      "label": (
-        tf.cast(ex[label_key], tf.int32)
-        if label_key
-        else tf.constant(-1, tf.int32)
-      ),
-    },
-    num_parallel_calls=tf.data.AUTOTUNE,
-  )
-  return sources.Shard(ds, mine.size, max_shard)
