@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from simclr_jax import augment
-from simclr_jax import views
+from simclr_jax.augment import color, views
 
 AugmentConfig = augment.AugmentConfig
 
@@ -86,7 +86,7 @@ def test_blur_matches_dm_pix(sigma, size):
   image = jnp.asarray(np.random.RandomState(3).rand(size, size, 3), jnp.float32)
   k = augment.blur_kernel_size(size)
   np.testing.assert_allclose(
-    augment._gaussian_blur(image, jnp.float32(sigma), k),
+    color._gaussian_blur(image, jnp.float32(sigma), k),
     pix.gaussian_blur(image, sigma, k, padding="SAME"),
     atol=1e-5,
   )

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from simclr_jax import augment
+from simclr_jax.augment import color
 
 AugmentConfig = augment.AugmentConfig
 
@@ -37,7 +38,7 @@ def test_brightness_range_and_jitter_probability(
 def test_jitter_parameter_ranges_and_random_order():
   keys = jax.random.split(jax.random.key(0), 4096)
   sample = jax.jit(
-    jax.vmap(lambda k: augment._sample_color_jitter(k, 1.0, "multiplicative"))
+    jax.vmap(lambda k: color._sample_color_jitter(k, 1.0, "multiplicative"))
   )
   orders, params = map(np.asarray, sample(keys))
   assert (np.sort(orders, axis=1) == np.arange(4)).all()
@@ -47,8 +48,8 @@ def test_jitter_parameter_ranges_and_random_order():
     assert params[:, i].min() >= lo and params[:, i].max() <= hi, i
     assert params[:, i].min() < lo + 0.01 and params[:, i].max() > hi - 0.01, i
   # Strong strength: brightness factor floor is clamped at 0.
-  _, p = augment._sample_color_jitter(jax.random.key(1), 1.25, "multiplicative")
-  lo, hi = augment._jitter_bounds(1.25, "multiplicative")
+  _, p = color._sample_color_jitter(jax.random.key(1), 1.25, "multiplicative")
+  lo, hi = color._jitter_bounds(1.25, "multiplicative")
   assert 0.0 <= float(p[0]) <= 2.0
   assert lo[0] == 0.0 and hi[0] == 2.0 and lo[1] == 0.0
 
@@ -76,11 +77,11 @@ def test_color_jitter_applies_ops_in_given_order():
       expected = image
       for op in order:
         expected = _clip(ops[op](expected))
-      got = augment._color_jitter(
+      got = color._color_jitter(
         image, jnp.array(order), params, "multiplicative"
       )
       pairs.append((expected, got))
-    additive = augment._color_jitter(
+    additive = color._color_jitter(
       image,
       jnp.array([0, 1, 2, 3]),
       jnp.array([-0.2, 1.0, 1.0, 0.0]),

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from simclr_jax import augment
-from simclr_jax import crops
+from simclr_jax.augment import crops
 
 AugmentConfig = augment.AugmentConfig
 

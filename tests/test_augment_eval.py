@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from simclr_jax import augment
-from simclr_jax import crops
+from simclr_jax.augment import crops
 
 
 def _tf_reference_eval(image: np.ndarray, size: int) -> np.ndarray:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from simclr_jax import augment
+from simclr_jax.augment import color
 from simclr_jax.errors import UserError
 
 AugmentConfig = augment.AugmentConfig
@@ -248,7 +249,7 @@ def test_crop_overshoot_is_clipped_only_before_the_blur(op, augment_off):
     gray = lambda x: pix.rgb_to_grayscale(x, keep_dims=True)
     want, clipped_first = clip(gray(crop)), clip(gray(clip(crop)))
   else:
-    blur = lambda x: augment._gaussian_blur(
+    blur = lambda x: color._gaussian_blur(
       x, sigma, augment.blur_kernel_size(40)
     )
     want, clipped_first = clip(blur(clip(crop))), clip(blur(crop))
