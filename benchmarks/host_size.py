@@ -32,8 +32,8 @@ import tensorflow as tf  # noqa: E402
 
 from simclr_jax import configlib  # noqa: E402
 from simclr_jax import defaults  # noqa: E402
-from simclr_jax import train  # noqa: E402
-from simclr_jax import views  # noqa: E402
+from simclr_jax import pretrain  # noqa: E402
+from simclr_jax.augment import views  # noqa: E402
 from simclr_jax.data import sources  # noqa: E402
 
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Model input size.")
@@ -102,7 +102,7 @@ def main(_):
   runs = {}
   for s in hosts:
     config = _config(size, s, batch, _DEPTH.value)
-    setup = train.TrainSetup(config)
+    setup = pretrain.TrainSetup(config)
     state = setup.init_state(config.seed)
     step = setup.make_train_step(config.loss, state.params)
     cfgs = configlib.view_configs(config)

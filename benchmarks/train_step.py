@@ -18,7 +18,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from simclr_jax import train  # noqa: E402
+from simclr_jax import pretrain  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps after warm-up.")
@@ -26,7 +26,7 @@ _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps after warm-up.")
 
 def main(_):
   config = _CONFIG.value
-  setup = train.TrainSetup(config)
+  setup = pretrain.TrainSetup(config)
   state = setup.init_state(config.seed)
   step = setup.make_train_step(config.loss, state.params)
   size = config.data.host_size or config.data.image_size  # what hosts send

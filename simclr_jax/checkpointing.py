@@ -91,6 +91,15 @@ def write_run_config(workdir: str, config_json: str, signature: dict) -> None:
   os.replace(tmp, path)
 
 
+class CheckpointMismatch(UserError):
+  """A checkpoint whose tree does not fit the restore target; `detail` is
+  orbax's reason, for callers that give their own advice."""
+
+  def __init__(self, message: str, detail: str):
+    super().__init__(message)
+    self.detail = detail
+
+
 class Checkpointer:
   """Periodic and final saves with keep-N, and restore of the latest step."""
 
@@ -114,10 +123,11 @@ class Checkpointer:
       )
     except (ValueError, KeyError, TypeError) as e:
       first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
-      raise UserError(
+      raise CheckpointMismatch(
         f"the checkpoint at {self.directory}/{step} does not "
         f"fit this config ({first[:300]}); use a new --workdir "
-        "or the config it was trained with."
+        "or the config it was trained with.",
+        detail=first[:300],
       ) from None
 
   def maybe_save(self, step: int, state: Any, force: bool = False) -> bool:

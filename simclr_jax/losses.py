@@ -16,9 +16,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.sharding import PartitionSpec as P
 
 from simclr_jax import losses_chunked
+from simclr_jax import sharding
 
 # Subtracted from the self-similarity logits; the reference's LARGE_NUM.
 LARGE_NUM = 1e9
@@ -183,7 +183,7 @@ def sharded_nt_xent(
   mesh: jax.sharding.Mesh,
   temperature: float,
   hidden_norm: bool = True,
-  axis: str = "data",
+  axis: str = sharding.DATA_AXIS,
   chunk_size: int = 0,
 ) -> tuple[jnp.ndarray, Metrics]:
   """NT-Xent on global projections sharded along the batch over `axis`.
@@ -214,8 +214,7 @@ def sharded_nt_xent(
   if axis in mesh.explicit_axes:
     # Explicit-sharding meshes (jax.make_mesh's default) require the inputs to
     # arrive sharded as in_specs says; a no-op when they already are.
-    sharding = jax.sharding.NamedSharding(mesh, P(axis))
-    z1, z2 = jax.reshard((z1, z2), sharding)
+    z1, z2 = jax.reshard((z1, z2), sharding.batch_sharding(mesh, axis=axis))
 
   def per_device(local_z1, local_z2):
     hidden = jnp.concatenate([local_z1, local_z2], axis=0)
@@ -234,6 +233,6 @@ def sharded_nt_xent(
   return jax.shard_map(
     per_device,
     mesh=mesh,
-    in_specs=(P(axis), P(axis)),
-    out_specs=P(),
+    in_specs=(sharding.batch_spec(mesh, axis=axis),) * 2,
+    out_specs=sharding.P(),
   )(z1, z2)

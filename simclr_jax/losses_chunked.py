@@ -111,6 +111,50 @@ def chunked_nt_xent(
       "use 0 for the unchunked loss."
     )
   num_blocks = n_global // chunk_size
+  block_stats = _block_stats_fn(
+    h1, h2, labels, chunk_size, temperature, mask_value
+  )
+  h1_blocks = h1_all.reshape(num_blocks, chunk_size, dim)
+  h2_blocks = h2_all.reshape(num_blocks, chunk_size, dim)
+  starts = jnp.arange(num_blocks) * chunk_size
+
+  # Empty statistics to start from; *_like keeps the inputs' device-varying
+  # type inside shard_map, which scan requires of its carry.
+  neg_inf = jnp.full_like(h1[:, 0], -jnp.inf)
+  zero = jnp.zeros_like(h1[:, 0])
+  init = _RowStats(
+    *(neg_inf, zero, zero) * 2, neg_inf, zero, jnp.zeros_like(labels)
+  )
+
+  def step(carry: _RowStats, xs) -> tuple[_RowStats, None]:
+    return _merge(carry, block_stats(*xs)), None
+
+  stats, _ = lax.scan(step, init, (h1_blocks, h2_blocks, starts))
+  loss_a = stats.m_a + jnp.log(stats.s_a) - stats.pos_a
+  loss_b = stats.m_b + jnp.log(stats.s_b) - stats.pos_b
+  loss = jnp.mean(loss_a + loss_b)
+
+  acc = jnp.mean((stats.arg_ab == labels).astype(jnp.float32))
+  entropy = _chunked_entropy(
+    lax.stop_gradient(h1),
+    lax.stop_gradient(h2_blocks),
+    lax.stop_gradient(stats.m_ab),
+    lax.stop_gradient(stats.s_ab),
+    temperature,
+  )
+  return loss, {"contrast_acc": acc, "contrast_entropy": entropy}
+
+
+def _block_stats_fn(
+  h1: jnp.ndarray,
+  h2: jnp.ndarray,
+  labels: jnp.ndarray,
+  chunk_size: int,
+  temperature: float,
+  mask_value: float,
+):
+  """(h1_blk, h2_blk, start) -> the _RowStats of one candidate block,
+  rematerialised in the backward pass."""
   columns = jnp.arange(chunk_size)
 
   def block_stats(h1_blk, h2_blk, start) -> _RowStats:
@@ -132,44 +176,7 @@ def chunked_nt_xent(
 
   # Recompute each block's logits in the backward pass instead of keeping
   # them; prevent_cse is not needed under scan (see jax.checkpoint docs).
-  block_stats = jax.checkpoint(block_stats, prevent_cse=False)
-  h1_blocks = h1_all.reshape(num_blocks, chunk_size, dim)
-  h2_blocks = h2_all.reshape(num_blocks, chunk_size, dim)
-  starts = jnp.arange(num_blocks) * chunk_size
-
-  # Empty statistics to start from; *_like keeps the inputs' device-varying
-  # type inside shard_map, which scan requires of its carry.
-  neg_inf = jnp.full_like(h1[:, 0], -jnp.inf)
-  zero = jnp.zeros_like(h1[:, 0])
-  init = _RowStats(
-    neg_inf,
-    zero,
-    zero,
-    neg_inf,
-    zero,
-    zero,
-    neg_inf,
-    zero,
-    jnp.zeros_like(labels),
-  )
-
-  def step(carry: _RowStats, xs) -> tuple[_RowStats, None]:
-    return _merge(carry, block_stats(*xs)), None
-
-  stats, _ = lax.scan(step, init, (h1_blocks, h2_blocks, starts))
-  loss_a = stats.m_a + jnp.log(stats.s_a) - stats.pos_a
-  loss_b = stats.m_b + jnp.log(stats.s_b) - stats.pos_b
-  loss = jnp.mean(loss_a + loss_b)
-
-  acc = jnp.mean((stats.arg_ab == labels).astype(jnp.float32))
-  entropy = _chunked_entropy(
-    lax.stop_gradient(h1),
-    lax.stop_gradient(h2_blocks),
-    lax.stop_gradient(stats.m_ab),
-    lax.stop_gradient(stats.s_ab),
-    temperature,
-  )
-  return loss, {"contrast_acc": acc, "contrast_entropy": entropy}
+  return jax.checkpoint(block_stats, prevent_cse=False)
 
 
 def _chunked_entropy(

@@ -1,8 +1,8 @@
 """Command line: `python -m simclr_jax.main --config CONFIG.py --workdir DIR`.
 
-`config.mode` says what runs: "pretrain" (the default; simclr_jax/train.py)
+`config.mode` says what runs: "pretrain" (the default; simclr_jax/pretrain/)
 or a downstream protocol on `config.init_checkpoint` ("knn", "linear",
-"finetune"; simclr_jax/evaluate.py).
+"finetune"; the evaluators of simclr_jax/eval/registry.py).
 
 Config files define `get_config()`; any value can be overridden with
 `--config.key=value` (the config is locked, so a misspelt key is an error
@@ -134,21 +134,23 @@ def main(argv: list[str]) -> None:
   sources.hide_tf_from_accelerators()
   from simclr_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from simclr_jax import distributed  # pylint: disable=g-import-not-at-top
-  from simclr_jax import evaluate  # pylint: disable=g-import-not-at-top
-  from simclr_jax import train  # pylint: disable=g-import-not-at-top
+  from simclr_jax import downstream  # pylint: disable=g-import-not-at-top
+  from simclr_jax.eval import registry  # pylint: disable=g-import-not-at-top
+  from simclr_jax.pretrain import run  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
   # Paths as typed: relative to the current directory, or with a `~` that no
-  # shell expands after `=` (and tfds does not either). evaluate.run
+  # shell expands after `=` (and tfds does not either). downstream.run
   # resolves config.init_checkpoint, as it does for Python callers.
   workdir = checkpointing.resolve_path(_WORKDIR.value)
   config.data.data_dir = checkpointing.resolve_path(config.data.data_dir)
   try:
+    registry.check_mode(config.mode)
     distributed.initialize(config.distributed)
     if config.mode == "pretrain":
-      train.train_and_evaluate(config, workdir)
+      run.train_and_evaluate(config, workdir)
     else:
-      evaluate.run(config, workdir)
+      downstream.run(config, workdir)
   except UserError as e:
     _fail(str(e))
 

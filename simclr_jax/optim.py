@@ -55,17 +55,17 @@ def scaled_learning_rate(
   )
 
 
-def learning_rate_schedule(
+def step_schedule(
   *,
   base_learning_rate: float,
   batch_size: int,
-  num_examples: int,
-  epochs: float,
-  warmup_epochs: float,
   scaling: str,
-  train_steps: int = 0,
+  total_steps: int,
+  warmup_steps: int = 0,
 ) -> optax.Schedule:
-  """Linear warmup from 0 to the scaled rate, then cosine decay to 0.
+  """Linear warmup over `warmup_steps` from 0 to the scaled rate, then cosine
+  decay to 0 at `total_steps` (fine-tuning and linear evaluation count in
+  steps; `learning_rate_schedule` is the epoch-based form).
 
   Written out rather than built from `optax.warmup_cosine_decay_schedule`:
   optax's linear ramp is `peak - peak * (1 - t / w)`, whose cancellation
@@ -74,17 +74,7 @@ def learning_rate_schedule(
   evaluated at `t - w`, clamped so the rate is exactly 0 from step T on.
   """
   peak = scaled_learning_rate(base_learning_rate, batch_size, scaling)
-  warmup = warmup_steps(
-    batch_size=batch_size,
-    num_examples=num_examples,
-    warmup_epochs=warmup_epochs,
-  )
-  total = total_steps(
-    batch_size=batch_size,
-    num_examples=num_examples,
-    epochs=epochs,
-    train_steps=train_steps,
-  )
+  warmup, total = int(warmup_steps), int(total_steps)
   # Guard the division only; with total <= warmup the rate after warmup is
   # 0 (the decay is already complete), as with any step >= total.
   decay_steps = max(total - warmup, 1)
@@ -102,6 +92,36 @@ def learning_rate_schedule(
     return jnp.where(step < warmup, warmup_lr, cosine_lr)
 
   return schedule
+
+
+def learning_rate_schedule(
+  *,
+  base_learning_rate: float,
+  batch_size: int,
+  num_examples: int,
+  epochs: float,
+  warmup_epochs: float,
+  scaling: str,
+  train_steps: int = 0,
+) -> optax.Schedule:
+  """`step_schedule` with the reference's step counts from epochs
+  (`warmup_steps`, `total_steps`; `train_steps` > 0 overrides the total)."""
+  return step_schedule(
+    base_learning_rate=base_learning_rate,
+    batch_size=batch_size,
+    scaling=scaling,
+    total_steps=total_steps(
+      batch_size=batch_size,
+      num_examples=num_examples,
+      epochs=epochs,
+      train_steps=train_steps,
+    ),
+    warmup_steps=warmup_steps(
+      batch_size=batch_size,
+      num_examples=num_examples,
+      warmup_epochs=warmup_epochs,
+    ),
+  )
 
 
 def _key_name(entry: Any) -> Any:

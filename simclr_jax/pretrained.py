@@ -27,7 +27,7 @@ import jax
 import ml_collections
 import optax
 import orbax.checkpoint as ocp
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
 from orbax.checkpoint import checkpoint_manager
 
 from simclr_jax import checkpointing
@@ -35,8 +35,9 @@ from simclr_jax import configlib
 from simclr_jax import defaults
 from simclr_jax import models
 from simclr_jax import optim
-from simclr_jax import train
-from simclr_jax import train_state as ts
+from simclr_jax import sharding as sharding_lib
+from simclr_jax.pretrain import setup as setup_lib
+from simclr_jax.training.state import TrainState, abstract_state
 from simclr_jax.errors import UserError
 
 _MISSING = "<missing>"
@@ -202,20 +203,64 @@ def abstract_train_state(
   config: ml_collections.ConfigDict,
   num_classes: int,
   sharding: NamedSharding,
-) -> tuple[models.SimCLRModel, ts.TrainState]:
-  """The model and the shapes of its saved TrainState, as train.TrainSetup
+) -> tuple[models.SimCLRModel, TrainState]:
+  """The model and the shapes of its saved TrainState, as pretrain.setup.TrainSetup
   builds them (no compute, no memory), placed with `sharding`.
 
   Only the layout of the optimiser state matters for a restore target, and
   LARS keeps the same leaves for any learning-rate schedule, so a constant
   one stands in for the run's (which needs the dataset size).
   """
-  model = ts.create_model(config.model, num_classes)
-  make_tx = lambda params: ts.create_optimizer(  # noqa: E731
-    config.optim, optax.constant_schedule(0.0), params
+  model = setup_lib.create_model(configlib.model_config(config), num_classes)
+  make_tx = lambda params: setup_lib.create_optimizer(  # noqa: E731
+    configlib.optim_config(config), optax.constant_schedule(0.0), params
   )
-  init_fn = ts.make_init_fn(model, config.data.image_size, make_tx)
-  return model, ts.abstract_state(init_fn, sharding)
+  init_fn = setup_lib.make_init_fn(model, config.data.image_size, make_tx)
+  return model, abstract_state(init_fn, sharding)
+
+
+def _consistent_run_config(
+  run_dir: str,
+) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
+  """The run's config and model signature, which must agree."""
+  config = load_run_config(run_dir)
+  signature = run_signature(run_dir)
+  # A hand-edited or mixed-up run_config.json: its config and its signature
+  # must describe the same network.
+  diffs = _differences(
+    signature,
+    configlib.model_signature(config),
+    "model_signature has",
+    "config has",
+  )
+  if diffs:
+    raise UserError(
+      f"{os.path.join(run_dir, checkpointing.RUN_CONFIG)} "
+      f"contradicts itself ({'; '.join(diffs)}); restore the "
+      "file as the run wrote it."
+    )
+  return config, signature
+
+
+def _pick_step(
+  run_dir: str, ckpt_dir: str, step: int | None
+) -> tuple[list[int], int]:
+  """The run's checkpoint steps and the one to load (default: latest)."""
+  steps = _checkpoint_steps(ckpt_dir)
+  if not steps:
+    raise UserError(
+      f"{run_dir} has no checkpoint yet (nothing in "
+      f"{ckpt_dir}); let the run reach "
+      "config.checkpoint_every_steps or finish, then retry."
+    )
+  if step is None:
+    step = steps[-1]
+  elif step not in steps:
+    raise UserError(
+      f"{run_dir} has no checkpoint for step {step}; "
+      f"available steps: {', '.join(map(str, steps))}."
+    )
+  return steps, step
 
 
 def load_pretrained(
@@ -233,62 +278,28 @@ def load_pretrained(
   absolute paths, so it is resolved here).
   """
   run_dir = checkpointing.resolve_path(run_dir)
-  config = load_run_config(run_dir)
-  signature = run_signature(run_dir)
-  # A hand-edited or mixed-up run_config.json: its config and its signature
-  # must describe the same network.
-  diffs = _differences(
-    signature,
-    configlib.model_signature(config),
-    "model_signature has",
-    "config has",
-  )
-  if diffs:
-    raise UserError(
-      f"{os.path.join(run_dir, checkpointing.RUN_CONFIG)} "
-      f"contradicts itself ({'; '.join(diffs)}); restore the "
-      "file as the run wrote it."
-    )
+  config, signature = _consistent_run_config(run_dir)
   if expect:
     check_architecture(signature, expect)
 
   ckpt_dir = os.path.join(run_dir, "checkpoints")
-  steps = _checkpoint_steps(ckpt_dir)
-  if not steps:
-    raise UserError(
-      f"{run_dir} has no checkpoint yet (nothing in "
-      f"{ckpt_dir}); let the run reach "
-      "config.checkpoint_every_steps or finish, then retry."
-    )
-  if step is None:
-    step = steps[-1]
-  elif step not in steps:
-    raise UserError(
-      f"{run_dir} has no checkpoint for step {step}; "
-      f"available steps: {', '.join(map(str, steps))}."
-    )
+  steps, step = _pick_step(run_dir, ckpt_dir, step)
 
-  mesh = mesh or train.make_mesh()
+  mesh = mesh or sharding_lib.make_mesh()
   where = os.path.join(ckpt_dir, str(step))
   try:
     num_classes = _num_classes(where)
   except Exception as e:  # pylint: disable=broad-except
     raise _unreadable(where, e, steps) from None
   model, abstract = abstract_train_state(
-    config, num_classes, NamedSharding(mesh, P())
+    config, num_classes, sharding_lib.replicated(mesh)
   )
   # The directory exists and holds steps, so the manager creates nothing.
   ckpt = checkpointing.Checkpointer(run_dir, keep=len(steps), every_steps=1)
   try:
     state = ckpt.restore(abstract, step)
-  except UserError as e:
-    # Keep orbax's reason, not the Checkpointer's advice (meant for training).
-    text, marker = str(e), "does not fit this config ("
-    detail = (
-      text.split(marker, 1)[1].rsplit("); use a new", 1)[0]
-      if marker in text
-      else text
-    )
+  except checkpointing.CheckpointMismatch as e:
+    detail = e.detail
     # Every step of a run has the same layout, so another step cannot help.
     raise UserError(
       f"the checkpoint {where} cannot be restored into the model its "

@@ -157,8 +157,8 @@ def tiny_run(tmp_path_factory) -> str:
   """A finished two-step run of `helpers.tiny_run_config`, trained once per
   test session (per xdist worker); tests copy it before changing it."""
   import helpers
-  from simclr_jax import train
+  from simclr_jax import pretrain
 
   workdir = str(tmp_path_factory.getbasetemp() / "shared_tiny_run")
-  train.train_and_evaluate(helpers.tiny_run_config(), workdir)
+  pretrain.train_and_evaluate(helpers.tiny_run_config(), workdir)
   return workdir

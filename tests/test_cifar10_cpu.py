@@ -12,7 +12,7 @@ import tarfile
 
 import pytest
 
-from simclr_jax import train
+from simclr_jax import pretrain
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ARCHIVE = pathlib.Path(
@@ -46,7 +46,7 @@ def test_short_pretraining_beats_random_encoder(
   c.optim.warmup_epochs = 0.2
   c.eval.compare_raw_pixels = False
   c.eval.max_train_examples = 10000
-  results = train.train_and_evaluate(c, str(tmp_path / "run"))
+  results = pretrain.train_and_evaluate(c, str(tmp_path / "run"))
   assert results["dataset"]["num_train"] == 50000
   assert results["dataset"]["num_eval"] == 10000
   trained = results["metrics"]["trained"]

@@ -1,5 +1,7 @@
 """Config validation: every bad value gives a UserError that says what to do."""
 
+import dataclasses
+
 import pytest
 
 from simclr_jax import configlib
@@ -29,7 +31,10 @@ def test_default_config_is_valid():
     (dict(batch_size=1), "at least 2"),
     (dict(data__source="web"), "use one of builtin, tfds, folder"),
     (dict(data__source="folder", data__data_dir=""), "data_dir"),
-    (dict(data__source="tfds", data__name=""), "config.data.name"),
+    (
+      dict(data__source="tfds", data__name=""),
+      "config.data: source 'tfds' needs a dataset name",
+    ),
     (dict(model__depth=42), "use one of 18, 34, 50"),
     (dict(model__width_multiplier=0.0), "width_multiplier"),
     (dict(augment__blur_prob=1.5), "config.augment.blur_prob is a prob"),
@@ -45,11 +50,11 @@ def test_default_config_is_valid():
     (dict(eval__batch_size=12), "eval.batch_size=12 is not divisible"),
     (dict(loss__chunk_size=1000), "chunk_size=1000 must divide"),
     (dict(loss__chunk_size=-1), "loss.chunk_size"),
-    (dict(data__num_shards=-2), "config.data.num_shards=-2 must be >= 0"),
-    (dict(data__num_shards=3), "num_shards=3 must divide config.batch_size"),
+    (dict(data__num_shards=-2), "config.data: num_shards must be >= 0"),
+    (dict(data__num_shards=3), "config.data: num_shards=3 does not divide"),
     (
       dict(data__host_size=200),
-      "host_size=200 is smaller than config.data.image_size=224",
+      "config.data: host_size=200 is smaller than image_size=224",
     ),
   ],
 )
@@ -67,14 +72,14 @@ def test_num_shards_must_split_over_the_processes():
     configlib.validate(
       _config(data__num_shards=2), device_count=8, process_count=4
     )
-  assert "num_shards=2 must be a multiple of the 4 processes" in str(info.value)
+  assert "num_shards=2 is not a multiple of the 4 processes" in str(info.value)
   with pytest.raises(UserError) as info:
     configlib.validate(
       _config(batch_size=96, data__num_shards=64),
       device_count=8,
       process_count=4,
     )
-  assert "use a divisor of 96 that is a multiple of the 4" in str(info.value)
+  assert "to a divisor of 96 that is a multiple of the 4" in str(info.value)
 
 
 def test_divisibility_suggests_a_valid_batch():
@@ -100,3 +105,43 @@ def test_shipped_configs_validate():
   for name in names:
     config = runpy.run_path(str(root / name))["get_config"]()
     configlib.validate(config, device_count=8)
+
+
+def test_build_gives_typed_frozen_sections_from_the_config():
+  config = _config(model__depth=34, loss__chunk_size=64, eval__knn_ks=(50, 5))
+  run = configlib.build(config, device_count=8)
+  assert run.model.depth == 34 and run.loss.chunk_size == 64
+  assert run.eval.knn.ks == (50, 5)
+  assert run.train.batch_size == config.batch_size
+  assert run.data == configlib.data_config(config)
+  assert run.views == configlib.view_configs(config)
+  assert run.signature == configlib.model_signature(config)
+  assert run.finetune.global_bn == config.model.global_bn
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    run.model.depth = 50  # type: ignore[misc]
+
+
+def test_sections_have_no_defaults_of_their_own():
+  """defaults.base_config is the one list of defaults."""
+  from simclr_jax.configlib import sections
+
+  for cls in (
+    sections.ModelConfig,
+    sections.LossConfig,
+    sections.OptimConfig,
+    sections.TrainConfig,
+    sections.EvalConfig,
+    sections.RunConfig,
+  ):
+    defaulted = [
+      f.name
+      for f in dataclasses.fields(cls)
+      if f.default is not dataclasses.MISSING
+      or f.default_factory is not dataclasses.MISSING
+    ]
+    assert not defaulted, (cls.__name__, defaulted)
+
+
+def test_build_checks_first():
+  with pytest.raises(UserError, match="is not divisible by the 8 devices"):
+    configlib.build(_config(batch_size=100), device_count=8)

@@ -11,7 +11,7 @@ import pytest
 from simclr_jax import checkpointing
 from simclr_jax import configlib
 from simclr_jax import pretrained
-from simclr_jax import train
+from simclr_jax import pretrain
 from simclr_jax.errors import UserError
 from helpers import snapshot, tiny_run_config
 
@@ -60,7 +60,7 @@ def test_load_pretrained_matches_checkpoint_and_writes_nothing(run_dir):
     assert leaf.sharding.is_fully_replicated
     assert len(leaf.sharding.device_set) == jax.device_count()
 
-  setup = train.TrainSetup(tiny_run_config())
+  setup = pretrain.TrainSetup(tiny_run_config())
   ckpt = checkpointing.Checkpointer(run_dir, keep=10, every_steps=1)
   try:
     state = jax.device_get(ckpt.restore(setup.abstract_state))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from simclr_jax import knn
+from simclr_jax.eval import knn
 from simclr_jax.errors import UserError
 
 
@@ -160,3 +160,50 @@ def test_bad_inputs_raise_clear_errors():
     )
   with pytest.raises(ValueError, match="D"):
     knn.knn_search(x, np.ones((4, 5), np.float32), k=2)
+
+
+def _brute_weighted_knn(train_x, train_y, test_x, k, temperature, num_classes):
+  def norm(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+  sims = norm(test_x) @ norm(train_x).T
+  preds = []
+  for row in sims:
+    idx = np.argsort(-row)[:k]
+    votes = np.zeros(num_classes)
+    for i in idx:
+      votes[train_y[i]] += np.exp(row[i] / temperature)
+    preds.append(np.argmax(votes))
+  return np.array(preds)
+
+
+def test_knn_matches_brute_force():
+  rng = np.random.default_rng(0)
+  centers = rng.normal(size=(5, 16))
+  train_y = rng.integers(0, 5, 300)
+  test_y = rng.integers(0, 5, 70)
+  train_x = centers[train_y] + 1.5 * rng.normal(size=(300, 16))
+  test_x = centers[test_y] + 1.5 * rng.normal(size=(70, 16))
+  for k, t in ((20, 0.1), (200, 0.5), (1, 1.0)):
+    expected = (
+      _brute_weighted_knn(train_x, train_y, test_x, k, t, 5) == test_y
+    ).mean()
+    got = knn.knn_classify(
+      train_x,
+      train_y,
+      test_x,
+      test_y,
+      num_classes=5,
+      ks=(k,),
+      temperature=t,
+      query_chunk=32,
+    )[f"knn_top1_k{k}"]
+    assert abs(got - expected) < 1e-9, (k, t, got, expected)
+  assert 0.3 < got <= 1.0
+
+
+def test_knn_k_larger_than_bank():
+  x = np.eye(3, dtype=np.float32)
+  y = np.arange(3)
+  got = knn.knn_classify(x, y, x, y, num_classes=3, ks=(200,), temperature=0.01)
+  assert got["knn_top1_k200"] == 1.0

@@ -1,56 +1,9 @@
-"""kNN and linear probe against brute-force references."""
+"""Feature extraction, the pixel baseline and BN recalibration."""
 
 import jax
 import numpy as np
 
-from simclr_jax import evaluation
-
-
-def _brute_knn(train_x, train_y, test_x, k, temperature, num_classes):
-  def norm(x):
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-  sims = norm(test_x) @ norm(train_x).T
-  preds = []
-  for row in sims:
-    idx = np.argsort(-row)[:k]
-    votes = np.zeros(num_classes)
-    for i in idx:
-      votes[train_y[i]] += np.exp(row[i] / temperature)
-    preds.append(np.argmax(votes))
-  return np.array(preds)
-
-
-def test_knn_matches_brute_force():
-  rng = np.random.default_rng(0)
-  centers = rng.normal(size=(5, 16))
-  train_y = rng.integers(0, 5, 300)
-  test_y = rng.integers(0, 5, 70)
-  train_x = centers[train_y] + 1.5 * rng.normal(size=(300, 16))
-  test_x = centers[test_y] + 1.5 * rng.normal(size=(70, 16))
-  for k, t in ((20, 0.1), (200, 0.5), (1, 1.0)):
-    expected = (_brute_knn(train_x, train_y, test_x, k, t, 5) == test_y).mean()
-    got = evaluation.knn_accuracy(
-      train_x,
-      train_y,
-      test_x,
-      test_y,
-      num_classes=5,
-      k=k,
-      temperature=t,
-      chunk=32,
-    )
-    assert abs(got - expected) < 1e-9, (k, t, got, expected)
-  assert 0.3 < got <= 1.0
-
-
-def test_knn_k_larger_than_bank():
-  x = np.eye(3, dtype=np.float32)
-  y = np.arange(3)
-  assert (
-    evaluation.knn_accuracy(x, y, x, y, num_classes=3, k=200, temperature=0.01)
-    == 1.0
-  )
+from simclr_jax.eval import features as evaluation
 
 
 def test_pixel_features_are_the_flattened_eval_view():

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from simclr_jax import evaluate
+from simclr_jax import downstream as evaluate
 from simclr_jax import results as results_lib
 from simclr_jax.errors import UserError
 from helpers import ROOT, TINY, assert_one_line_error, run_cli

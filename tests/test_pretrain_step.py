@@ -12,9 +12,9 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from simclr_jax import augment
-from simclr_jax import train_state as ts
-from simclr_jax import train_step as step_lib
-from simclr_jax import views
+from simclr_jax.pretrain import setup as ts
+from simclr_jax.pretrain import step as step_lib
+from simclr_jax.augment import views
 from helpers import tiny_config
 
 

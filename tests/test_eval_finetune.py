@@ -14,9 +14,9 @@ import pytest
 from jax.sharding import Mesh
 
 from simclr_jax import augment
-from simclr_jax import classify
+from simclr_jax.eval import supervised as classify
 from simclr_jax import data as data_lib
-from simclr_jax import finetune as ft_lib
+from simclr_jax.eval import finetune as ft_lib
 from simclr_jax import models
 from simclr_jax import optim
 from simclr_jax.data import subsets

@@ -1,9 +1,8 @@
-"""Config checking and conversion into the typed pieces each module takes.
-
-`validate` catches bad values up front, before anything touches the workdir,
-and raises `UserError` with one sentence saying what is wrong and what to do.
-The converters hand modules only the config section they need.
-"""
+"""Config checks: `validate` catches bad values up front, before anything
+touches the workdir, and raises `UserError` with one sentence saying what is
+wrong and what to do. Where a lower layer owns a rule (the data sources, the
+reader shards, AugmentConfig), the check is that layer's, reworded here with
+the config key."""
 
 from __future__ import annotations
 
@@ -11,12 +10,11 @@ import math
 
 import ml_collections
 
-from simclr_jax import augment
-from simclr_jax import views
+from simclr_jax.configlib import convert
 from simclr_jax.errors import UserError
+from simclr_jax.models.resnet import STAGE_SIZES
 
-_SOURCES = ("builtin", "tfds", "folder")
-_DEPTHS = (18, 34, 50, 101, 152, 200)
+_DEPTHS = tuple(sorted(STAGE_SIZES))  # the ResNet's own list
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -36,42 +34,38 @@ def validate(
   config: ml_collections.ConfigDict, device_count: int, process_count: int = 1
 ) -> None:
   """Raises UserError for the first invalid value in `config`."""
+  _validate_data(config)
+  convert.view_configs(config)  # AugmentConfig validates its own fields.
+  _validate_model(config)
+  _validate_loss_and_optim(config)
+  _validate_batches(config, device_count, process_count)
+  _validate_eval(config, device_count)
+  _validate_downstream(config, device_count)
+
+
+def _validate_data(config: ml_collections.ConfigDict) -> None:
+  """The data section: the data layer's checks (`sources.check_config`),
+  then what pretraining adds."""
   d = config.data
-  _check(
-    d.source in _SOURCES,
-    f"config.data.source={d.source!r} is not a "
-    f"known source; use one of {', '.join(_SOURCES)}.",
-  )
-  if d.source == "tfds":
-    _check(
-      bool(d.name),
-      "config.data.source='tfds' needs "
-      "config.data.name (e.g. --config.data.name=cifar10).",
-    )
-  if d.source == "folder":
-    _check(
-      bool(d.data_dir),
-      "config.data.source='folder' needs "
-      "--config.data.data_dir=/path/to/images.",
-    )
+  from simclr_jax.data import sources  # noqa: PLC0415  (imports TensorFlow)
+
+  try:  # the data layer's own checks: source name, what it needs, sizes
+    sources.check_config(convert.data_config(config))
+  except UserError as e:
+    raise UserError(f"config.data: {e}") from None
   _check(
     d.image_size >= 8,
     f"config.data.image_size={d.image_size} is too "
     "small; use at least 8 pixels.",
-  )
-  _check(
-    d.host_size == 0 or d.host_size >= d.image_size,
-    f"config.data.host_size={d.host_size} is smaller than config.data."
-    f"image_size={d.image_size}; use 0 (the host then brings images to "
-    "image_size) or at least image_size, so that crops downsample.",
   )
   _positive(d.builtin_train_examples, "data.builtin_train_examples")
   _positive(
     d.builtin_eval_examples, "data.builtin_eval_examples", allow_zero=True
   )
 
-  view_configs(config)  # AugmentConfig validates its own fields.
 
+def _validate_model(config: ml_collections.ConfigDict) -> None:
+  """The model section."""
   m = config.model
   _check(
     m.depth in _DEPTHS,
@@ -92,6 +86,9 @@ def validate(
   )
   _positive(m.proj_out_dim, "model.proj_out_dim")
 
+
+def _validate_loss_and_optim(config: ml_collections.ConfigDict) -> None:
+  """The loss and optimiser sections."""
   _positive(config.loss.temperature, "loss.temperature")
   _positive(config.loss.chunk_size, "loss.chunk_size", allow_zero=True)
   chunk = config.loss.chunk_size
@@ -114,6 +111,13 @@ def validate(
     f"config.optim.momentum={o.momentum} must be in [0, 1).",
   )
 
+
+def _validate_batches(
+  config: ml_collections.ConfigDict, device_count: int, process_count: int
+) -> None:
+  """Batch size, reader shards (`data.pipeline.num_reader_shards`), step
+  counts and checkpointing."""
+  d = config.data
   _check(
     config.batch_size >= 2,
     "config.batch_size must be at least 2 (NT-Xent needs negatives).",
@@ -130,23 +134,14 @@ def validate(
     f"config.batch_size={config.batch_size} is not divisible by the "
     f"{process_count} processes.",
   )
-  shards = d.num_shards
-  _positive(shards, "data.num_shards", allow_zero=True)
-  _check(
-    not shards or config.batch_size % shards == 0,
-    f"config.data.num_shards={shards} must divide config.batch_size="
-    f"{config.batch_size} (every batch takes batch_size/num_shards "
-    "examples from each reader shard); use a divisor of "
-    f"{config.batch_size} that is a multiple of the {process_count} "
-    "process(es), or 0 for one shard per device.",
-  )
-  _check(
-    not shards or shards % process_count == 0,
-    f"config.data.num_shards={shards} must be a multiple of the "
-    f"{process_count} processes (each process reads whole reader "
-    "shards); use a multiple that divides config.batch_size="
-    f"{config.batch_size}, or 0 for one shard per device.",
-  )
+  from simclr_jax.data import pipeline  # noqa: PLC0415  (imports TensorFlow)
+
+  try:  # the pipeline's own rule; 0 means one reader shard per device here
+    pipeline.num_reader_shards(
+      d.num_shards or device_count, config.batch_size, process_count
+    )
+  except UserError as e:
+    raise UserError(f"config.data: {e}") from None
   _check(
     config.epochs > 0 or config.train_steps > 0,
     "set config.epochs or config.train_steps to a positive number.",
@@ -156,6 +151,11 @@ def validate(
   _positive(config.checkpoint_every_steps, "checkpoint_every_steps")
   _positive(config.keep_checkpoints, "keep_checkpoints")
 
+
+def _validate_eval(
+  config: ml_collections.ConfigDict, device_count: int
+) -> None:
+  """The frozen-encoder evaluation section."""
   e = config.eval
   _positive(e.batch_size, "eval.batch_size")
   _check(
@@ -175,21 +175,12 @@ def validate(
     e.monitor_every_epochs, "eval.monitor_every_epochs", allow_zero=True
   )
   _positive(e.monitor_train_examples, "eval.monitor_train_examples")
-  _validate_downstream(config, device_count)
-
-
-_MODES = ("pretrain", "knn", "linear", "finetune")
 
 
 def _validate_downstream(
   config: ml_collections.ConfigDict, device_count: int
 ) -> None:
   """The mode and the linear-eval / fine-tuning sections."""
-  _check(
-    config.mode in _MODES,
-    f"config.mode={config.mode!r} is not a "
-    f"mode; use one of {', '.join(_MODES)}.",
-  )
   _check(
     config.mode == "pretrain" or bool(config.init_checkpoint),
     f"config.mode={config.mode!r} evaluates a pretrained encoder; pass "
@@ -239,39 +230,3 @@ def _validate_downstream(
     "SimCLR v2).",
   )
   _positive(ft.warmup_epochs, "finetune.warmup_epochs", allow_zero=True)
-
-
-def model_signature(config: ml_collections.ConfigDict) -> dict:
-  """What must match for a checkpoint to be restorable into this config."""
-  m = config.model
-  return dict(
-    depth=m.depth,
-    width_multiplier=m.width_multiplier,
-    sk_ratio=m.sk_ratio,
-    se_ratio=m.se_ratio,
-    cifar_stem=m.cifar_stem,
-    proj_head_layers=m.proj_head_layers,
-    proj_out_dim=m.proj_out_dim,
-    image_size=config.data.image_size,
-  )
-
-
-def augment_config(config: ml_collections.ConfigDict) -> augment.AugmentConfig:
-  """The on-device augmentation settings; output size = data.image_size."""
-  fields = config.augment.to_dict()
-  fields.pop("asymmetric")
-  try:
-    return augment.AugmentConfig(image_size=config.data.image_size, **fields)
-  except augment.AugmentConfigError as e:
-    detail = str(e).removeprefix("AugmentConfig: ")
-    raise UserError(
-      f"config.augment.{detail}; fix the value in the config "
-      "or its --config.augment override."
-    ) from None
-
-
-def view_configs(
-  config: ml_collections.ConfigDict,
-) -> tuple[augment.AugmentConfig, augment.AugmentConfig]:
-  """Augmentation settings of the two views (equal unless asymmetric)."""
-  return views.view_configs(augment_config(config), config.augment.asymmetric)

@@ -12,15 +12,16 @@ from PIL import Image
 from simclr_jax import augment
 from simclr_jax import data as data_lib
 from simclr_jax import results as results_lib
-from simclr_jax import train
-from simclr_jax import train_state as ts
+from simclr_jax import pretrain
+from simclr_jax.pretrain import step as step_lib
+from simclr_jax.training import state as state_lib
 from simclr_jax import checkpointing
 from simclr_jax.errors import UserError
 from helpers import tiny_config
 
 
 def _final_state(workdir, config):
-  setup = train.TrainSetup(config)
+  setup = pretrain.TrainSetup(config)
   ckpt = checkpointing.Checkpointer(workdir, keep=10, every_steps=1)
   try:
     return jax.device_get(ckpt.restore(setup.abstract_state))
@@ -33,7 +34,7 @@ def test_builtin_run_writes_results_checkpoints_and_events(tmp_path, capsys):
   c = tiny_config()
   c.eval.compare_raw_pixels = True
   c.eval.monitor_every_epochs = 2 * c.batch_size / 128  # every 2 steps
-  results = train.train_and_evaluate(c, workdir)
+  results = pretrain.train_and_evaluate(c, workdir)
   out = capsys.readouterr().out
   assert "step 4/4" in out and "ETA" in out and "random_init" in out
   assert "(monitor)" in out
@@ -75,7 +76,7 @@ def test_builtin_run_writes_results_checkpoints_and_events(tmp_path, capsys):
 def _online_head_by_hand(workdir, config):
   """Top-1 / top-5 of the checkpoint's `logits` on the eval split."""
   state = _final_state(workdir, config)
-  setup = train.TrainSetup(config)
+  setup = pretrain.TrainSetup(config)
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   logits_fn = jax.jit(
     lambda v, x: setup.model.apply(
@@ -105,7 +106,7 @@ def test_resume_continues_and_matches_uninterrupted_run(tmp_path, capsys):
   c = tiny_config()
   c.eval.enabled = False
   c.train_steps = 6
-  train.train_and_evaluate(c, straight)
+  pretrain.train_and_evaluate(c, straight)
 
   split = str(tmp_path / "split")
   first = tiny_config()
@@ -115,7 +116,7 @@ def test_resume_continues_and_matches_uninterrupted_run(tmp_path, capsys):
   first.checkpoint_every_steps = 4
   _run_until(first, split, stop_at=4)
   capsys.readouterr()
-  results = train.train_and_evaluate(c, split)
+  results = pretrain.train_and_evaluate(c, split)
   assert "Resumed" in capsys.readouterr().out
   assert results["checkpoint"]["step"] == 6
   a, b = _final_state(straight, c), _final_state(split, c)
@@ -129,7 +130,7 @@ def test_resume_continues_and_matches_uninterrupted_run(tmp_path, capsys):
 
 def _run_until(config, workdir, stop_at):
   """Runs the real loop but interrupts it after `stop_at` steps."""
-  original = train.step_lib.make_train_step
+  original = step_lib.make_train_step
 
   def limited(**kwargs):
     step = original(**kwargs)
@@ -143,12 +144,12 @@ def _run_until(config, workdir, stop_at):
 
     return wrapped
 
-  train.step_lib.make_train_step = limited
+  step_lib.make_train_step = limited
   try:
     with pytest.raises(KeyboardInterrupt):
-      train.train_and_evaluate(config, workdir)
+      pretrain.train_and_evaluate(config, workdir)
   finally:
-    train.step_lib.make_train_step = original
+    step_lib.make_train_step = original
   steps = sorted(
     int(s) for s in os.listdir(os.path.join(workdir, "checkpoints"))
   )
@@ -160,7 +161,7 @@ def test_tfds_mock_run(tmp_path):
   c.train_steps = 2
   c.eval.compare_random_init = False
   with tfds.testing.mock_data(num_examples=64):
-    results = train.train_and_evaluate(c, str(tmp_path / "run"))
+    results = pretrain.train_and_evaluate(c, str(tmp_path / "run"))
   assert results["checkpoint"]["step"] == 2
   assert results["dataset"]["name"] == "cifar10"
   assert "knn_k10_accuracy" in results["metrics"]["trained"]
@@ -188,7 +189,7 @@ def test_image_folder_run(tmp_path):
   c.eval.knn_ks = (5,)
   c.eval.batch_size = 16
   c.train_steps = 2
-  results = train.train_and_evaluate(c, str(tmp_path / "run"))
+  results = pretrain.train_and_evaluate(c, str(tmp_path / "run"))
   assert results["dataset"]["num_train"] == 48
   assert results["dataset"]["num_eval"] == 16
   assert set(results["metrics"]) == {"trained", "random_init"}
@@ -200,12 +201,12 @@ def test_incompatible_checkpoint_is_refused_untouched(tmp_path):
   c = tiny_config()
   c.train_steps = 2
   c.eval.enabled = False
-  train.train_and_evaluate(c, str(workdir))
+  pretrain.train_and_evaluate(c, str(workdir))
   before = {p: os.path.getmtime(p) for p in workdir.rglob("*")}
   other = tiny_config()
   other.model.width_multiplier = 0.25
   with pytest.raises(UserError, match="different model"):
-    train.train_and_evaluate(other, str(workdir))
+    pretrain.train_and_evaluate(other, str(workdir))
   assert {p: os.path.getmtime(p) for p in workdir.rglob("*")} == before
 
 
@@ -213,7 +214,7 @@ def test_batch_larger_than_dataset_is_a_user_error(tmp_path):
   c = tiny_config()
   c.batch_size = 256
   with pytest.raises(UserError, match="fewer than config.batch_size"):
-    train.train_and_evaluate(c, str(tmp_path / "run"))
+    pretrain.train_and_evaluate(c, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
 
 
@@ -221,7 +222,7 @@ def test_param_count_reported(tmp_path, capsys):
   c = tiny_config()
   c.train_steps = 1
   c.eval.enabled = False
-  train.train_and_evaluate(c, str(tmp_path / "run"))
-  setup = train.TrainSetup(c)
-  n = ts.count_params(setup.abstract_state.params["backbone"])
+  pretrain.train_and_evaluate(c, str(tmp_path / "run"))
+  setup = pretrain.TrainSetup(c)
+  n = state_lib.count_params(setup.abstract_state.params["backbone"])
   assert f"({n:,} backbone params)" in capsys.readouterr().out

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from simclr_jax import defaults
-from simclr_jax import train_state as ts
+from simclr_jax.pretrain import setup as ts
 
 
 def _head_update(decay_supervised_head: bool):

@@ -10,9 +10,9 @@ import pytest
 from jax.sharding import Mesh
 
 from simclr_jax import augment
-from simclr_jax import classify
-from simclr_jax import evaluation
-from simclr_jax import linear_eval
+from simclr_jax.eval import supervised as classify
+from simclr_jax.eval import features as evaluation
+from simclr_jax.eval import linear as linear_eval
 from simclr_jax import models
 from simclr_jax.errors import UserError
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from simclr_jax import probe
+from simclr_jax.eval import logistic as probe
 from simclr_jax.errors import UserError
 
 

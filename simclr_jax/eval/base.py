@@ -1,0 +1,154 @@
+"""The evaluator protocol and the context every evaluator shares.
+
+An evaluator is built once from its config section and a context
+(`EvalContext`: mesh, data, seed, where to log), then judges an encoder with
+`run(variables) -> EvalResult`, where `variables` are a `SimCLRModel`'s
+{'params', 'batch_stats'}. Evaluators of frozen features (kNN, logistic
+regression) also expose `score(train, test)` on features already extracted,
+so several of them can share one extraction (`frozen.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
+
+import jax
+import numpy as np
+
+from simclr_jax import data as data_lib
+from simclr_jax import sharding
+from simclr_jax.eval import features as features_lib
+from simclr_jax.reporting import Reporter
+
+if TYPE_CHECKING:  # the typed config imports these modules
+  from simclr_jax.configlib import RunConfig
+
+Features = tuple[np.ndarray, np.ndarray]  # host (features, labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalResult:
+  """Named metrics (fractions) and details for results.json."""
+
+  metrics: dict[str, float]
+  details: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Evaluator(Protocol):
+  """Judges an encoder given its variables."""
+
+  def run(self, variables: dict) -> EvalResult: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalContext:
+  """What every evaluator needs: the mesh, the dataset, the eval batch size,
+  the seed, the logging cadence and the run directory for progress logs
+  ('' for none)."""
+
+  data_cfg: data_lib.DataConfig
+  info: data_lib.DatasetInfo
+  mesh: jax.sharding.Mesh
+  batch_size: int
+  seed: int
+  log_every: int
+  workdir: str = ""
+
+  @classmethod
+  def for_run(
+    cls,
+    run: RunConfig,
+    info: data_lib.DatasetInfo,
+    mesh: jax.sharding.Mesh,
+    workdir: str = "",
+  ) -> "EvalContext":
+    """The context of a job driven by `run` on a dataset of `info`."""
+    return cls(
+      data_cfg=run.data,
+      info=info,
+      mesh=mesh,
+      batch_size=run.eval.batch_size,
+      seed=run.seed,
+      log_every=run.train.log_every_steps,
+      workdir=workdir,
+    )
+
+  @property
+  def num_classes(self) -> int:
+    return self.info.num_classes
+
+  def eval_batches(self, split: str, batch_size: int = 0) -> Iterator[dict]:
+    """Padded batches of `split` in order, each example once ('mask')."""
+    return data_lib.eval_batches(
+      self.data_cfg,
+      split,
+      global_batch_size=batch_size or self.batch_size,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+    )
+
+  def train_batches(self, batch_size: int) -> Iterator[dict]:
+    """Endless shuffled training batches of the whole train split."""
+    return data_lib.train_batches(
+      self.data_cfg,
+      global_batch_size=batch_size,
+      seed=self.seed,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+    )
+
+  def features(
+    self,
+    feature_fn: Callable,
+    variables: Any,
+    split: str,
+    max_examples: int = 0,
+  ) -> Features:
+    """Host (features, labels) of `split`, the first `max_examples` if > 0."""
+    return features_lib.extract_features(
+      feature_fn,
+      variables,
+      self.eval_batches(split),
+      sharding.batch_sharding(self.mesh),
+      max_examples=max_examples,
+    )
+
+  def reporter(self, total_steps: int, batch_size: int) -> Reporter | None:
+    if not self.workdir:
+      return None
+    return Reporter(
+      self.workdir, total_steps=total_steps, batch_size=batch_size
+    )
+
+  def print(self, message: str) -> None:
+    if jax.process_index() == 0:
+      print(message, flush=True)
+
+
+class FeatureEvaluator:
+  """Base of the evaluators that judge frozen features: `run` extracts the
+  train split (up to `max_train_examples`) and the eval split with
+  `feature_fn`, then calls `score`."""
+
+  def __init__(
+    self, ctx: EvalContext, feature_fn: Callable, max_train_examples: int = 0
+  ):
+    self.ctx = ctx
+    self.feature_fn = feature_fn
+    self.max_train_examples = max_train_examples
+
+  def run(self, variables: dict) -> EvalResult:
+    train = self.ctx.features(
+      self.feature_fn,
+      variables,
+      self.ctx.data_cfg.train_split,
+      self.max_train_examples,
+    )
+    test = self.ctx.features(
+      self.feature_fn, variables, self.ctx.data_cfg.eval_split
+    )
+    return self.score(train, test)
+
+  def score(self, train: Features, test: Features) -> EvalResult:
+    raise NotImplementedError
