@@ -29,11 +29,18 @@ def resolve_path(path: str) -> str:
   return os.path.abspath(os.path.expanduser(path))
 
 
-def check_workdir(workdir: str) -> None:
-  """Fails early if `workdir` cannot be created, read or written."""
-  path = os.path.abspath(workdir)
+def nearest_existing(path: str) -> str:
+  """`path` made absolute, or its closest ancestor that exists (where it
+  would be created)."""
+  path = os.path.abspath(path)
   while not os.path.exists(path):
     path = os.path.dirname(path)
+  return path
+
+
+def check_workdir(workdir: str) -> None:
+  """Fails early if `workdir` cannot be created, read or written."""
+  path = nearest_existing(workdir)
   if not os.path.isdir(path):
     raise UserError(
       f"--workdir {workdir}: {path} is a file, not a "

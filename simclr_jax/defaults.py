@@ -19,8 +19,10 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   # What the run does: "pretrain" (SimCLR), or a downstream protocol on the
-  # encoder of the pretraining run in `init_checkpoint`: "linear" (linear
-  # evaluation), "finetune" (semi-supervised fine-tuning) or "knn".
+  # encoder of the pretraining run in `init_checkpoint` (the evaluators of
+  # simclr_jax/eval/registry.py): "linear" (linear evaluation), "logistic"
+  # (the same as "linear" with linear_eval.method="logistic"), "finetune"
+  # (semi-supervised fine-tuning) or "knn".
   c.mode = "pretrain"
   c.init_checkpoint = ""  # pretraining run directory (downstream modes)
 

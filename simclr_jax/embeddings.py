@@ -20,6 +20,7 @@ import jax
 import numpy as np
 import tensorflow as tf
 
+from simclr_jax import checkpointing
 from simclr_jax import data as data_lib
 from simclr_jax import pretrained as pretrained_lib
 from simclr_jax import sharding
@@ -250,9 +251,7 @@ def check_output_path(path: str) -> None:
       f"--out {path} is a directory; pass a file name such as "
       f"{os.path.join(path, 'embeddings.npz')}."
     )
-  parent = os.path.dirname(full)
-  while not os.path.exists(parent):
-    parent = os.path.dirname(parent)
+  parent = checkpointing.nearest_existing(os.path.dirname(full))
   if not os.path.isdir(parent):
     raise UserError(
       f"cannot write --out {path}: {parent} is a file, not a "

@@ -12,7 +12,6 @@ import math
 import numbers
 from typing import Callable
 
-from simclr_jax.augment import crops
 from simclr_jax.errors import UserError
 
 _SAMPLERS = ("reference", "torchvision")
@@ -22,6 +21,9 @@ _BLUR_SIGMA_MODES = ("per_image", "per_batch")
 _MAX_JITTER_STRENGTH = 1.25
 # The range a blur sigma is drawn from (the reference's).
 BLUR_SIGMA_RANGE = (0.1, 2.0)
+# TF's sample_distorted_bounding_box as SimCLR calls it: the crop must cover
+# at least this fraction of the (whole-image) bounding box.
+MIN_OBJECT_COVERED = 0.1
 # The reference centre-crops eval images only when the model input is larger
 # than this (`test_crop = FLAGS.image_size > 32`).
 EVAL_NO_CROP_MAX_SIZE = 32
@@ -90,12 +92,12 @@ class AugmentConfig:
         fail(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
     if (
       self.crop_sampler == "reference"
-      and self.crop_area[1] < crops.MIN_OBJECT_COVERED
+      and self.crop_area[1] < MIN_OBJECT_COVERED
     ):
       fail(
         f"the reference crop sampler rejects boxes covering less than "
-        f"{crops.MIN_OBJECT_COVERED:.0%} of the image, so crop_area high "
-        f"must be >= {crops.MIN_OBJECT_COVERED}, got {self.crop_area[1]}"
+        f"{MIN_OBJECT_COVERED:.0%} of the image, so crop_area high "
+        f"must be >= {MIN_OBJECT_COVERED}, got {self.crop_area[1]}"
       )
     for name in (
       "color_jitter_strength",

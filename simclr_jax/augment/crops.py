@@ -10,20 +10,14 @@ re-exported as `simclr_jax.augment.sample_crop_box`.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-if TYPE_CHECKING:
-  from simclr_jax.augment.config import AugmentConfig
+from simclr_jax.augment.config import MIN_OBJECT_COVERED, AugmentConfig
 
 REFERENCE_ATTEMPTS = 100
 TORCHVISION_ATTEMPTS = 10
-# TF's sample_distorted_bounding_box as SimCLR calls it: the crop must cover
-# at least this fraction of the (whole-image) bounding box.
-MIN_OBJECT_COVERED = 0.1
 
 
 def _randint_below(key: jax.Array, n: jnp.ndarray) -> jnp.ndarray:

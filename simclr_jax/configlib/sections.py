@@ -18,11 +18,6 @@ from simclr_jax import augment
 from simclr_jax import data as data_lib
 from simclr_jax.configlib import checks
 from simclr_jax.configlib import convert
-from simclr_jax.eval.finetune import FinetuneSettings
-from simclr_jax.eval.frozen import FrozenSettings
-from simclr_jax.eval.knn import KnnSettings
-from simclr_jax.eval.linear import LinearSettings
-from simclr_jax.eval.logistic import LogisticSettings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +69,66 @@ class TrainConfig:
   log_every_steps: int
   checkpoint_every_steps: int
   keep_checkpoints: int
+
+
+@dataclasses.dataclass(frozen=True)
+class KnnSettings:
+  """What the kNN evaluator needs from `config.eval`."""
+
+  ks: tuple[int, ...]
+  temperature: float
+  max_train_examples: int  # > 0: cap on the bank (first examples)
+
+
+@dataclasses.dataclass(frozen=True)
+class LogisticSettings:
+  """What the logistic-regression evaluator needs from the config."""
+
+  val_fraction: float  # held out to choose the L2 strength
+  max_iters: int  # L-BFGS iterations per fit
+  max_train_examples: int  # > 0: cap on the training features
+  seed: int  # of the validation split
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearSettings:
+  """What SGD linear evaluation needs from `config.linear_eval`."""
+
+  epochs: float
+  batch_size: int
+  base_learning_rate: float
+  lr_scaling: str
+  momentum: float
+  weight_decay: float
+  decay_bias: bool
+  zero_init_head: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneSettings:
+  """What fine-tuning needs from `config.finetune` (and the model's BN)."""
+
+  label_fraction: float
+  head_layers: int
+  epochs: float
+  batch_size: int
+  base_learning_rate: float
+  lr_scaling: str
+  momentum: float
+  weight_decay: float
+  warmup_epochs: float
+  zero_init_head: bool
+  global_bn: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenSettings:
+  """Which rows and judges the end-of-pretraining evaluation has."""
+
+  linear_probe: bool
+  compare_random_init: bool
+  compare_raw_pixels: bool
+  max_train_examples: int
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ so several of them can share one extraction (`frozen.py`).
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import jax
 import numpy as np
@@ -21,8 +21,7 @@ from simclr_jax import sharding
 from simclr_jax.eval import features as features_lib
 from simclr_jax.reporting import Reporter
 
-if TYPE_CHECKING:  # the typed config imports these modules
-  from simclr_jax.configlib import RunConfig
+from simclr_jax.configlib.sections import RunConfig
 
 Features = tuple[np.ndarray, np.ndarray]  # host (features, labels)
 

@@ -17,8 +17,7 @@ linear evaluation (`simclr_jax/supervised.py`).
 
 from __future__ import annotations
 
-import dataclasses
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +29,7 @@ from simclr_jax import data as data_lib
 from simclr_jax import models
 from simclr_jax import optim
 from simclr_jax import sharding
+from simclr_jax.configlib.sections import FinetuneSettings, RunConfig
 from simclr_jax.errors import UserError
 from simclr_jax.data import subsets
 from simclr_jax.eval import supervised
@@ -43,8 +43,6 @@ from simclr_jax.training.state import (
   new_state,
 )
 
-if TYPE_CHECKING:  # the typed config imports these modules
-  from simclr_jax.configlib import RunConfig
 
 LogFn = loop.LogFn
 
@@ -239,23 +237,6 @@ def evaluate(
     return model.apply(v, x, train=False)["logits"]
 
   return supervised.topk_accuracy(logits_fn, variables, eval_batches, mesh)
-
-
-@dataclasses.dataclass(frozen=True)
-class FinetuneSettings:
-  """What fine-tuning needs from `config.finetune` (and the model's BN)."""
-
-  label_fraction: float
-  head_layers: int
-  epochs: float
-  batch_size: int
-  base_learning_rate: float
-  lr_scaling: str
-  momentum: float
-  weight_decay: float
-  warmup_epochs: float
-  zero_init_head: bool
-  global_bn: bool
 
 
 class FinetuneEvaluator:

@@ -10,8 +10,7 @@ head's top-1 / top-5 on the eval split.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -20,11 +19,9 @@ from simclr_jax import optim
 from simclr_jax.eval import features as features_lib
 from simclr_jax.eval import knn
 from simclr_jax.eval import logistic
+from simclr_jax.configlib.sections import FrozenSettings, RunConfig
 from simclr_jax.eval.base import EvalContext, Features
 from simclr_jax.reporting import Reporter
-
-if TYPE_CHECKING:  # the typed config imports these modules
-  from simclr_jax.configlib import RunConfig
 
 
 def online_head_accuracy(
@@ -58,16 +55,6 @@ def online_head_accuracy(
     top5 += int(hits.any(-1).sum())
   n = max(len(labels), 1)
   return {"online_head_top1": top1 / n, "online_head_top5": top5 / n}
-
-
-@dataclasses.dataclass(frozen=True)
-class FrozenSettings:
-  """Which rows and judges the end-of-pretraining evaluation has."""
-
-  linear_probe: bool
-  compare_random_init: bool
-  compare_raw_pixels: bool
-  max_train_examples: int
 
 
 class FrozenEncoderEvaluation:

@@ -22,8 +22,7 @@ is a prefix of its top-max(k).
 
 from __future__ import annotations
 
-import dataclasses
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -35,10 +34,9 @@ from simclr_jax.eval import features
 from simclr_jax.eval.base import EvalContext, EvalResult, FeatureEvaluator
 from simclr_jax.eval.base import Features
 
+from simclr_jax.configlib.sections import KnnSettings, RunConfig
 from simclr_jax.errors import UserError
 
-if TYPE_CHECKING:  # the typed config imports these modules
-  from simclr_jax.configlib import RunConfig
 
 ArrayLike = Any  # numpy array (host) or jax.Array
 
@@ -273,15 +271,6 @@ def knn_classify(
     out[f"knn_top1_k{k}"] = float((p[:, :1] == y).any(-1).mean())
     out[f"knn_top5_k{k}"] = float((p == y).any(-1).mean())
   return out
-
-
-@dataclasses.dataclass(frozen=True)
-class KnnSettings:
-  """What the kNN evaluator needs from `config.eval`."""
-
-  ks: tuple[int, ...]
-  temperature: float
-  max_train_examples: int  # > 0: cap on the bank (first examples)
 
 
 class KnnEvaluator(FeatureEvaluator):

@@ -22,8 +22,7 @@ the augmented view and the masked top-1/top-5 evaluation live in
 
 from __future__ import annotations
 
-import dataclasses
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +33,7 @@ from simclr_jax import augment
 from simclr_jax import data as data_lib
 from simclr_jax import optim
 from simclr_jax import sharding
+from simclr_jax.configlib.sections import LinearSettings, RunConfig
 from simclr_jax.errors import UserError
 from simclr_jax.eval import features
 from simclr_jax.eval import supervised
@@ -47,8 +47,6 @@ from simclr_jax.training.state import (
   new_state,
 )
 
-if TYPE_CHECKING:  # the typed config imports these modules
-  from simclr_jax.configlib import RunConfig
 
 Forward = Callable[[Any, Any, Any, jnp.ndarray, bool], tuple[jnp.ndarray, Any]]
 
@@ -262,20 +260,6 @@ def evaluate_linear(
   return supervised.topk_accuracy(
     logits_fn, {"head": head_params, "encoder": frozen}, eval_batches, mesh
   )
-
-
-@dataclasses.dataclass(frozen=True)
-class LinearSettings:
-  """What SGD linear evaluation needs from `config.linear_eval`."""
-
-  epochs: float
-  batch_size: int
-  base_learning_rate: float
-  lr_scaling: str
-  momentum: float
-  weight_decay: float
-  decay_bias: bool
-  zero_init_head: bool
 
 
 class LinearEvaluator:

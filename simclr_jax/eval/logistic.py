@@ -23,9 +23,8 @@ deterministic.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -38,10 +37,9 @@ from simclr_jax.eval import features
 from simclr_jax.eval.base import EvalContext, EvalResult, FeatureEvaluator
 from simclr_jax.eval.base import Features
 
+from simclr_jax.configlib.sections import LogisticSettings, RunConfig
 from simclr_jax.errors import UserError
 
-if TYPE_CHECKING:  # the typed config imports these modules
-  from simclr_jax.configlib import RunConfig
 
 # L2 strengths tried by default: 1e-6, 1e-5, ..., 1e0 (one per decade), in
 # units of the mean cross-entropy on standardised features.
@@ -331,16 +329,6 @@ def linear_probe(
     "val_top1_by_l2": by_l2,
     "iterations": int(iterations),
   }
-
-
-@dataclasses.dataclass(frozen=True)
-class LogisticSettings:
-  """What the logistic-regression evaluator needs from the config."""
-
-  val_fraction: float  # held out to choose the L2 strength
-  max_iters: int  # L-BFGS iterations per fit
-  max_train_examples: int  # > 0: cap on the training features
-  seed: int  # of the validation split
 
 
 class LogisticEvaluator(FeatureEvaluator):

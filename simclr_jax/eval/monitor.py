@@ -6,14 +6,13 @@ training images."""
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 
 from simclr_jax.eval import knn
 from simclr_jax.eval.base import EvalContext, EvalResult
 
-if TYPE_CHECKING:  # the typed config imports these modules
-  from simclr_jax.configlib import RunConfig
+from simclr_jax.configlib.sections import RunConfig
 
 METRIC = "monitor/knn_accuracy"
 

@@ -8,7 +8,7 @@ here; `main` and `downstream` take the modes from `MODES`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 
 from simclr_jax.eval import finetune
@@ -18,10 +18,9 @@ from simclr_jax.eval import logistic
 from simclr_jax.errors import UserError
 from simclr_jax.eval.base import EvalContext, Evaluator
 
-if TYPE_CHECKING:  # the typed config imports these modules
-  from simclr_jax.configlib import RunConfig
+from simclr_jax.configlib.sections import RunConfig
 
-Builder = Callable[["RunConfig", EvalContext, Any], Evaluator]
+Builder = Callable[[RunConfig, EvalContext, Any], Evaluator]
 
 EVALUATORS: dict[str, Builder] = {
   "knn": knn.from_config,
@@ -42,7 +41,7 @@ def check_mode(mode: str) -> None:
     )
 
 
-def evaluator_name(run: "RunConfig") -> str:
+def evaluator_name(run: RunConfig) -> str:
   """The evaluator `config.mode` runs: "linear" with
   `linear_eval.method="logistic"` is the logistic regression."""
   if run.mode == "linear" and run.linear_method == "logistic":
