@@ -91,8 +91,9 @@ class LogisticSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class LinearSettings:
-  """What SGD linear evaluation needs from `config.linear_eval`."""
+class SupervisedRecipe:
+  """What a supervised protocol on labels shares: length, batch, learning
+  rate (`optim.scaled_learning_rate`), momentum and weight decay."""
 
   epochs: float
   batch_size: int
@@ -100,22 +101,22 @@ class LinearSettings:
   lr_scaling: str
   momentum: float
   weight_decay: float
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearSettings(SupervisedRecipe):
+  """What SGD linear evaluation needs from `config.linear_eval`."""
+
   decay_bias: bool
   zero_init_head: bool
 
 
 @dataclasses.dataclass(frozen=True)
-class FinetuneSettings:
+class FinetuneSettings(SupervisedRecipe):
   """What fine-tuning needs from `config.finetune` (and the model's BN)."""
 
   label_fraction: float
   head_layers: int
-  epochs: float
-  batch_size: int
-  base_learning_rate: float
-  lr_scaling: str
-  momentum: float
-  weight_decay: float
   warmup_epochs: float
   zero_init_head: bool
   global_bn: bool

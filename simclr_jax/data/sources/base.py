@@ -26,18 +26,6 @@ from simclr_jax.data.config import DataConfig
 from simclr_jax.data.config import DatasetInfo
 from simclr_jax.errors import UserError
 
-__all__ = [
-  "DataConfig",
-  "DatasetInfo",
-  "Shard",
-  "Source",
-  "check_config",
-  "contiguous",
-  "get",
-  "names",
-  "register",
-]
-
 
 @dataclasses.dataclass(frozen=True)
 class Shard:
