@@ -102,7 +102,9 @@ def _params(workdir, step):
   """The saved parameters, restored onto this process's first device."""
   path = workdir / "checkpoints" / str(step) / "default"
   with ocp.StandardCheckpointer() as ckpt:
-    meta = ckpt.metadata(path).item_metadata
+    meta = ckpt.metadata(path)
+    # orbax >= 0.12 wraps the tree (`.item_metadata`); 0.11 returns it.
+    meta = getattr(meta, "item_metadata", meta)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = jax.tree.map(
       lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta
