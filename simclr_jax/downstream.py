@@ -56,21 +56,21 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs `config.mode` on `config.init_checkpoint`; returns (and writes to
   `workdir/results.json`) the results."""
   start = time.time()
-  run = configlib.build(config, jax.device_count(), jax.process_count())
-  mode = run.mode
-  registry.check_mode(mode)
-  if mode == "pretrain":
-    raise UserError(
-      "config.mode='pretrain' is not a downstream protocol; use one of "
-      f"{', '.join(registry.NAMES)}, or run simclr_jax.pretrain."
-    )
+  registry.check_mode(config.mode)
   # A relative or `~` run directory works from Python too (orbax needs it
   # absolute); the caller's config is left as it was.
   init_checkpoint = checkpointing.resolve_path(config.init_checkpoint)
   if init_checkpoint != config.init_checkpoint:
     config = copy.deepcopy(config)
     config.init_checkpoint = init_checkpoint
-  if checkpointing.resolve_path(workdir) == config.init_checkpoint:
+  run = configlib.build(config, jax.device_count(), jax.process_count())
+  mode = run.mode
+  if mode == "pretrain":
+    raise UserError(
+      "config.mode='pretrain' is not a downstream protocol; use one of "
+      f"{', '.join(registry.NAMES)}, or run simclr_jax.pretrain."
+    )
+  if checkpointing.resolve_path(workdir) == run.init_checkpoint:
     raise UserError(
       "--workdir is the pretraining run itself; give the "
       f"{mode} run its own --workdir so the run's results.json "
@@ -79,10 +79,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   checkpointing.check_workdir(workdir)
   ctx = _labelled_context(run, workdir)
   pretrained = pretrained_lib.load_pretrained(
-    config.init_checkpoint, mesh=ctx.mesh, expect=run.signature
+    run.init_checkpoint, mesh=ctx.mesh, expect=run.signature
   )
   ctx.print(
-    f"{mode}: encoder from {config.init_checkpoint} (step "
+    f"{mode}: encoder from {run.init_checkpoint} (step "
     f"{pretrained.step}); {ctx.info.num_train:,} training and "
     f"{ctx.info.num_eval:,} eval images, {ctx.num_classes} classes."
   )
@@ -91,10 +91,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   out = results_lib.make(
     mode=mode,
     metrics=result.metrics,
-    checkpoint_dir=config.init_checkpoint,
+    checkpoint_dir=run.init_checkpoint,
     step=pretrained.step,
     dataset=results_lib.dataset_summary(ctx.data_cfg, ctx.info),
-    config=config,
+    config=run.source,
     time_s=time.time() - start,
     details=result.details,
   )

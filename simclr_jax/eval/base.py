@@ -113,6 +113,16 @@ class EvalContext:
       max_examples=max_examples,
     )
 
+  def split_features(
+    self, feature_fn: Callable, variables: Any, max_train_examples: int = 0
+  ) -> tuple[Features, Features]:
+    """(train, eval) features: the train split (its first
+    `max_train_examples` if > 0) and the whole eval split."""
+    train = self.features(
+      feature_fn, variables, self.data_cfg.train_split, max_train_examples
+    )
+    return train, self.features(feature_fn, variables, self.data_cfg.eval_split)
+
   def reporter(self, total_steps: int, batch_size: int) -> Reporter | None:
     if not self.workdir:
       return None
@@ -138,16 +148,11 @@ class FeatureEvaluator:
     self.max_train_examples = max_train_examples
 
   def run(self, variables: dict) -> EvalResult:
-    train = self.ctx.features(
-      self.feature_fn,
-      variables,
-      self.ctx.data_cfg.train_split,
-      self.max_train_examples,
+    return self.score(
+      *self.ctx.split_features(
+        self.feature_fn, variables, self.max_train_examples
+      )
     )
-    test = self.ctx.features(
-      self.feature_fn, variables, self.ctx.data_cfg.eval_split
-    )
-    return self.score(train, test)
 
   def score(self, train: Features, test: Features) -> EvalResult:
     raise NotImplementedError

@@ -76,12 +76,10 @@ class FrozenEncoderEvaluation:
     self.init_variables = init_variables
 
   def _scores(self, fn: Callable, variables: Any, online_head=None):
-    ctx = self.ctx
-    train = ctx.features(
-      fn, variables, ctx.data_cfg.train_split, self.settings.max_train_examples
+    return self.score(
+      *self.ctx.split_features(fn, variables, self.settings.max_train_examples),
+      online_head,
     )
-    test = ctx.features(fn, variables, ctx.data_cfg.eval_split)
-    return self.score(train, test, online_head)
 
   def score(
     self, train: Features, test: Features, online_head: Any = None
