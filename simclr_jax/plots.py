@@ -2,8 +2,18 @@
 
 Reads RUN_DIR/metrics.jsonl (written by `reporting.Reporter`); for runs made
 before that file existed it falls back to the TensorBoard event files in
-RUN_DIR. Writes one PNG per metric group that has data - loss.png,
-accuracy.png, learning_rate.png, throughput.png - and prints their paths.
+RUN_DIR. Writes one PNG per metric group that has data - loss.png (one axis
+per loss over a shared step axis, so a probe-loss spike cannot flatten the
+contrastive loss), accuracy.png (training curves, kNN monitor),
+learning_rate.png, throughput.png, comparison.png - and prints their paths.
+
+comparison.png shows the end-of-run evaluation as grouped bars, a group per
+metric and a bar per row (trained / random_init / raw_pixels) labelled in %,
+from RUN_DIR/results.json of a pretraining run, else from the last
+`eval/<row>/<metric>` scalars; it is also printed as a table, before the
+paths. With several run dirs it has a subplot per run that has results, and
+it is not written when none has. Old names are shown as this release's:
+`..._accuracy` is `..._top1` (`linear_top1`, `monitor/knn_top1`, ...).
 
 Output goes to RUN_DIR/plots/. With several run dirs the curves are overlaid
 in one set of figures (one colour per run, legend entries named after the
@@ -18,9 +28,9 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import glob
 import json
 import os
+import re
 import sys
 from typing import Callable, Sequence
 
@@ -32,17 +42,24 @@ from matplotlib.figure import Figure  # noqa: E402
 import numpy as np  # noqa: E402
 
 from simclr_jax.errors import UserError  # noqa: E402
-from simclr_jax.reporting import METRICS_FILE  # noqa: E402
+from simclr_jax.metrics_log import Metrics  # noqa: E402
+from simclr_jax.metrics_log import load_metrics  # noqa: E402
+from simclr_jax.metrics_log import new_name  # noqa: E402
+from simclr_jax.results import FILENAME as RESULTS_FILE  # noqa: E402
 
-Metrics = dict[str, tuple[np.ndarray, np.ndarray]]
-_NOT_METRICS = ("step", "time")
+Table = dict[str, dict[str, float]]  # {row: {metric: fraction}}
 _LINESTYLES = ("-", "--", ":", "-.")
 _MARKERS = ("o", "s", "^", "D", "v", "P")
+_ACCURACY = re.compile(r"(^|[_/])(acc|accuracy|top\d+)$")
+_LOSS = re.compile(r"(^|[_/])loss$")
+# End-of-run rows in this order (others after, sorted), and their colours.
+_ROW_COLORS = {"trained": "C0", "random_init": "C7", "raw_pixels": "C1"}
 
 
-def _is_extra_accuracy(key: str) -> bool:
-  """Monitor and final-eval accuracies (kNN, linear) join the accuracy plot."""
-  return key.startswith(("monitor/", "eval/")) and key.endswith("accuracy")
+def _is_curve_accuracy(key: str) -> bool:
+  """Accuracies logged during training (the kNN monitor, top-1 of a
+  downstream run); the end-of-run `eval/...` go to comparison.png."""
+  return not key.startswith("eval/") and bool(_ACCURACY.search(key))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,18 +68,26 @@ class _Group:
   title: str
   ylabel: str
   keys: tuple[str, ...]  # plotted in this order when present
-  extra: Callable[[str], bool] | None = None  # more keys, sorted after
+  extra: Callable[[str], object] | None = None  # more keys, sorted after
   from_zero: bool = False  # y axis starts at 0
+  split: bool = False  # one axis per key (scales too different to share)
 
 
 _GROUPS = (
-  _Group("loss", "Training loss", "loss", ("contrastive_loss", "probe_loss")),
+  _Group(
+    "loss",
+    "Training loss",
+    "loss",
+    ("contrastive_loss", "probe_loss"),
+    extra=_LOSS.search,
+    split=True,
+  ),
   _Group(
     "accuracy",
     "Accuracy",
     "accuracy",
-    ("contrast_acc", "probe_acc", "monitor/knn_accuracy"),
-    extra=_is_extra_accuracy,
+    ("contrast_acc", "probe_acc", "monitor/knn_top1"),
+    extra=_is_curve_accuracy,
     from_zero=True,
   ),
   _Group("learning_rate", "Learning rate", "learning rate", ("learning_rate",)),
@@ -74,89 +99,6 @@ _GROUPS = (
     from_zero=True,
   ),
 )
-
-
-def _read_jsonl(path: str) -> dict[str, dict[int, float]]:
-  """{metric: {step: value}}; later lines overwrite earlier ones."""
-  series: dict[str, dict[int, float]] = collections.defaultdict(dict)
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      try:
-        record = json.loads(line)
-        step = int(record["step"])
-      except (ValueError, KeyError, TypeError):
-        continue  # blank, or cut off by a crash mid-write
-      for key, value in record.items():
-        if key in _NOT_METRICS or isinstance(value, bool):
-          continue
-        if isinstance(value, (int, float)):
-          series[key][step] = float(value)
-  return series
-
-
-def _read_event_files(paths: Sequence[str]) -> dict[str, dict[int, float]]:
-  """Scalar summaries from TensorBoard event files, in write-time order.
-
-  clu writes scalars as tensor summaries of the "scalars" plugin; older
-  writers used `simple_value`. Both are read.
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-  points = []  # (wall_time, order, tag, step, value)
-  for path in paths:
-    try:
-      for record in tf.data.TFRecordDataset(path):
-        event = tf.compat.v1.Event.FromString(record.numpy())
-        for v in event.summary.value:
-          if v.HasField("simple_value"):
-            value = float(v.simple_value)
-          elif (
-            v.HasField("tensor")
-            and v.metadata.plugin_data.plugin_name == "scalars"
-          ):
-            value = float(tf.make_ndarray(v.tensor).reshape(()))
-          else:
-            continue
-          points.append(
-            (event.wall_time, len(points), v.tag, event.step, value)
-          )
-    except tf.errors.DataLossError:
-      pass  # a file cut off by a crash: keep what was read
-  series: dict[str, dict[int, float]] = collections.defaultdict(dict)
-  for _, _, tag, step, value in sorted(points):
-    series[tag][int(step)] = value
-  return series
-
-
-def load_metrics(run_dir: str) -> Metrics:
-  """{metric: (steps, values)} from a run dir, steps ascending and unique."""
-  if not os.path.isdir(run_dir):
-    raise UserError(
-      f"run directory {run_dir} does not exist; pass the "
-      "--workdir of a training run."
-    )
-  path = os.path.join(run_dir, METRICS_FILE)
-  if os.path.exists(path):
-    series, source = _read_jsonl(path), path
-  else:
-    events = sorted(glob.glob(os.path.join(run_dir, "*tfevents*")))
-    if not events:
-      raise UserError(
-        f"no {METRICS_FILE} (or TensorBoard event files) in "
-        f"{run_dir}; pass the --workdir of a training run that "
-        "has logged at least one step."
-      )
-    series, source = _read_event_files(events), f"the event files in {run_dir}"
-  if not series:
-    raise UserError(
-      f"{source} holds no metrics yet; plot again once the run "
-      "has logged a step."
-    )
-  out = {}
-  for key, by_step in series.items():
-    steps = np.array(sorted(by_step), dtype=np.int64)
-    out[key] = (steps, np.array([by_step[s] for s in steps], dtype=np.float64))
-  return out
 
 
 def _group_keys(group: _Group, runs: Sequence[Metrics]) -> list[str]:
@@ -179,23 +121,90 @@ def _run_labels(run_dirs: Sequence[str]) -> list[str]:
   return [os.path.normpath(d) for d in run_dirs]
 
 
-def _plot_group(
-  group: _Group,
+def _results_json(run_dir: str) -> Table:
+  """The rows of a pretraining run's results.json (new metric names, empty
+  rows dropped); {} when there is none, or it is a downstream run's."""
+  try:
+    with open(os.path.join(run_dir, RESULTS_FILE), encoding="utf-8") as f:
+      results = json.load(f)
+    rows = results["metrics"] if results["mode"] == "pretrain" else {}
+    table = {
+      row: {new_name(m): float(v) for m, v in values.items()}
+      for row, values in rows.items()
+    }
+  except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    return {}
+  return {row: values for row, values in table.items() if values}
+
+
+def _eval_scalars(metrics: Metrics) -> Table:
+  """The `eval/<row>/<metric>` scalars of the last step that logged any (a
+  resumed run may have been evaluated twice)."""
+  evals = {
+    k: v for k, v in metrics.items() if re.match(r"eval/[^/]+/[^/]+$", k)
+  }
+  last = max((steps[-1] for steps, _ in evals.values()), default=None)
+  table: Table = collections.defaultdict(dict)
+  for key, (steps, values) in evals.items():
+    if steps[-1] == last:
+      _, row, metric = key.split("/")
+      table[row][metric] = float(values[-1])
+  return dict(table)
+
+
+def _comparison(run_dir: str, metrics: Metrics) -> tuple[Table, str]:
+  """The end-of-run rows and where they came from: results.json, else the
+  eval/ scalars."""
+  table = _results_json(run_dir)
+  if table:
+    return table, RESULTS_FILE
+  return _eval_scalars(metrics), "the eval/ scalars"
+
+
+def _rows(table: Table) -> list[str]:
+  """trained, random_init, raw_pixels first; any other rows after."""
+  known = [r for r in _ROW_COLORS if r in table]
+  return known + sorted(r for r in table if r not in _ROW_COLORS)
+
+
+def _metric_names(tables: Sequence[Table]) -> list[str]:
+  """Every metric of `tables`, knn_k20_top1 before knn_k200_top1."""
+  names = {m for t in tables for values in t.values() for m in values}
+  natural = lambda n: [
+    int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)
+  ]
+  return sorted(names, key=natural)
+
+
+def _comparison_text(label: str, table: Table, source: str) -> str:
+  """The end-of-run rows as text: a line per metric, a column per row."""
+  rows, metrics = _rows(table), _metric_names([table])
+  width = max(map(len, ["metric", *metrics]))
+  lines = [f"{label}: end-of-run evaluation, % (from {source})"]
+  lines.append(f"{'metric':<{width}}" + "".join(f" {r:>12}" for r in rows))
+  for m in metrics:
+    cells = [f"{100 * table[r][m]:.2f}" if m in table[r] else "-" for r in rows]
+    lines.append(f"{m:<{width}}" + "".join(f" {c:>12}" for c in cells))
+  return "\n".join(lines)
+
+
+def _draw_lines(
+  ax: object,
+  panel: Sequence[str],
   keys: Sequence[str],
   labels: Sequence[str],
   runs: Sequence[Metrics],
-  path: str,
+  name_keys: bool = True,
 ) -> None:
-  """One figure; a single run gets a colour per metric, several runs a
-  colour per run and a line style per metric."""
-  fig = Figure(figsize=(8, 5), dpi=100)
-  FigureCanvasAgg(fig)
-  ax = fig.add_subplot()
+  """The curves of `panel` (some of `keys`); a single run gets a colour per
+  metric, several runs a colour per run and a line style per metric.
+  Several runs' legend names the keys too unless not `name_keys`."""
   many = len(runs) > 1
   for r, (label, metrics) in enumerate(zip(labels, runs)):
-    for m, key in enumerate(keys):
+    for key in panel:
       if key not in metrics:
         continue
+      m = keys.index(key)
       steps, values = metrics[key]
       ax.plot(
         steps,
@@ -204,28 +213,86 @@ def _plot_group(
         linestyle=_LINESTYLES[m % len(_LINESTYLES)] if many else "-",
         marker=_MARKERS[m % len(_MARKERS)] if len(steps) <= 20 else None,
         markersize=4,
-        label=f"{label}: {key}" if many else key,
+        label=(f"{label}: {key}" if name_keys else label) if many else key,
       )
-  ax.set_title(group.title if many else f"{group.title} - {labels[0]}")
-  ax.set_xlabel("step")
-  ax.set_ylabel(group.ylabel)
-  if group.from_zero:
-    ax.set_ylim(bottom=0)
-  ax.grid(True, alpha=0.3)
-  ax.legend(fontsize="small")
+
+
+def _curve_figure(
+  group: _Group,
+  keys: Sequence[str],
+  labels: Sequence[str],
+  runs: Sequence[Metrics],
+) -> Figure:
+  """One figure for a group: one axis, or (`split`) one axis per key
+  sharing the step axis."""
+  panels = [[k] for k in keys] if group.split else [list(keys)]
+  height = 5.0 if len(panels) == 1 else 1.0 + 2.5 * len(panels)
+  fig = Figure(figsize=(8, height), dpi=100)
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+  many = len(runs) > 1
+  for ax, panel in zip(axes, panels):
+    _draw_lines(ax, panel, keys, labels, runs, name_keys=not group.split)
+    ax.set_ylabel(panel[0] if group.split else group.ylabel)
+    if group.from_zero:
+      ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    if many or not group.split:  # else the y label names the one curve
+      ax.legend(fontsize="small")
+  axes[0].set_title(group.title if many else f"{group.title} - {labels[0]}")
+  axes[-1].set_xlabel("step")
   fig.tight_layout()
+  return fig
+
+
+def _draw_bars(ax: object, metrics: Sequence[str], table: Table) -> None:
+  """A group of bars per metric, a bar per row, each labelled in %."""
+  rows = _rows(table)
+  width = 0.8 / len(rows)
+  for i, row in enumerate(rows):
+    xs = [j for j, m in enumerate(metrics) if m in table[row]]
+    values = [100 * table[row][metrics[j]] for j in xs]
+    x = np.array(xs, dtype=float) + (i - (len(rows) - 1) / 2) * width
+    color = _ROW_COLORS.get(row, f"C{(2 + i) % 10}")
+    bars = ax.bar(x, values, width * 0.95, label=row, color=color)
+    ax.bar_label(bars, [f"{v:.1f}%" for v in values], fontsize=8, padding=2)
+  ax.set_xticks(range(len(metrics)), metrics)
+  ax.set_yticks(range(0, 101, 20))
+  ax.set_ylim(0, 125)  # headroom for the bar labels and the legend
+  ax.set_ylabel("accuracy (%)")
+  ax.grid(True, axis="y", alpha=0.3)
+  ax.legend(loc="upper center", ncol=len(rows), frameon=False)
+
+
+def _comparison_figure(
+  labels: Sequence[str], tables: Sequence[Table]
+) -> Figure:
+  """End-of-run results, one subplot per run, the same metric groups in
+  each so runs line up."""
+  metrics = _metric_names(tables)
+  width = max(6.0, 1.5 + 1.6 * len(metrics))
+  fig = Figure(figsize=(width, 0.5 + 4.0 * len(tables)), dpi=100)
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(len(tables), 1, squeeze=False)[:, 0]
+  for ax, label, table in zip(axes, labels, tables):
+    _draw_bars(ax, metrics, table)
+    ax.set_title(f"End-of-run evaluation - {label}")
+  fig.tight_layout()
+  return fig
+
+
+def _save(fig: Figure, out_dir: str, name: str) -> str:
+  path = os.path.join(out_dir, f"{name}.png")
   tmp = path + ".tmp"
   fig.savefig(tmp, format="png")
   os.replace(tmp, path)  # a viewer never sees a half-written PNG
+  return path
 
 
-def plot_run(
-  run_dirs: str | Sequence[str], out_dir: str | None = None
-) -> list[str]:
-  """Writes the PNGs for one or several (overlaid) runs; returns their paths.
-
-  `out_dir` defaults to the first run dir's plots/.
-  """
+def _plot(
+  run_dirs: str | Sequence[str], out_dir: str | None
+) -> tuple[list[str], list[str]]:
+  """plot_run, also returning the comparison tables as text."""
   if isinstance(run_dirs, (str, os.PathLike)):
     run_dirs = [run_dirs]
   run_dirs = [os.fspath(d) for d in run_dirs]
@@ -236,6 +303,7 @@ def plot_run(
   labels = _run_labels(run_dirs)
   run_dirs = [_resolve(d) for d in run_dirs]
   runs = [load_metrics(d) for d in run_dirs]
+  runs = [{new_name(k): v for k, v in m.items()} for m in runs]
   out_dir = (
     _resolve(os.fspath(out_dir))
     if out_dir
@@ -243,19 +311,33 @@ def plot_run(
   )
   todo = [(g, _group_keys(g, runs)) for g in _GROUPS]
   todo = [(g, keys) for g, keys in todo if keys]
-  if not todo:
+  compared = [
+    (label, *_comparison(d, m)) for label, d, m in zip(labels, run_dirs, runs)
+  ]
+  compared = [c for c in compared if c[1]]
+  if not todo and not compared:
     wanted = sorted({k for g in _GROUPS for k in g.keys})
     raise UserError(
       f"none of the plotted metrics ({', '.join(wanted)}) are "
       f"logged in {', '.join(run_dirs)}."
     )
   os.makedirs(out_dir, exist_ok=True)
-  written = []
-  for group, keys in todo:
-    path = os.path.join(out_dir, f"{group.name}.png")
-    _plot_group(group, keys, labels, runs, path)
-    written.append(path)
-  return written
+  written = [
+    _save(_curve_figure(g, keys, labels, runs), out_dir, g.name)
+    for g, keys in todo
+  ]
+  if compared:
+    fig = _comparison_figure([c[0] for c in compared], [c[1] for c in compared])
+    written.append(_save(fig, out_dir, "comparison"))
+  return written, [_comparison_text(*c) for c in compared]
+
+
+def plot_run(
+  run_dirs: str | Sequence[str], out_dir: str | None = None
+) -> list[str]:
+  """Writes the PNGs for one or several (overlaid) runs; returns their paths.
+  `out_dir` defaults to the first run dir's plots/."""
+  return _plot(run_dirs, out_dir)[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -264,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
     prog="python -m simclr_jax.plots",
     description="Write training-curve PNGs (loss, accuracy, learning "
-    "rate, throughput) from run directories. Several dirs are overlaid.",
+    "rate, throughput) and the end-of-run comparison (comparison.png, also "
+    "printed as a table) from run directories. Several dirs are overlaid.",
   )
   parser.add_argument(
     "run_dirs", nargs="+", metavar="RUN_DIR", help="--workdir of a training run"
@@ -280,10 +363,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   except SystemExit as e:  # --help (0) or a usage error (2)
     return e.code if isinstance(e.code, int) else 2
   try:
-    paths = plot_run(args.run_dirs, args.out)
+    paths, tables = _plot(args.run_dirs, args.out)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     return 2
+  for table in tables:
+    print(table + "\n")
   for path in paths:
     print(path)
   return 0
