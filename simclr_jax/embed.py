@@ -13,48 +13,67 @@ preprocessing, sharded over all devices. FILE.npz holds
   representation  (N, F) float32   encoder output (the features to use)
   projection      (N, D) float32   projection-head output, with --projection
   filenames       (N,) str         paths relative to DIR, sorted
+  labels          (N,) int32       class index of each row, if DIR has classes
+  class_names     (C,) str         sorted class names, if DIR has classes
+
+DIR has classes when every image is inside a sub-folder of DIR: the class of
+an image is its first-level sub-folder (deeper folders count for it), as for
+the `folder` data source's split folders, and row r is of class
+class_names[labels[r]] (class names of every image file found, so the
+indices are those of a training run on DIR even if files are skipped). With
+any image directly in DIR there are no labels. Split folders are not special
+(DIR/train/<class>/... has the classes "train", ...): pass DIR/train.
 
 Files that cannot be decoded are skipped and named on stderr. In Python:
 `embed_images(pretrained.load_pretrained(RUN_DIR), DIR)`. With several
 processes (see simclr_jax/distributed.py) every process must see DIR, each
 decodes its part, and process 0 writes FILE.npz.
+
+JAX, TensorFlow and the modules that import them load after the arguments
+are parsed (and the re-exported names below on first use), so `--help` and
+usage errors return at once.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import os
+import sys
+from typing import TYPE_CHECKING, Any, Sequence
 
 # TensorFlow only decodes images here: keep its start-up chatter off stderr.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
-from typing import Sequence  # noqa: E402
-
-import jax  # noqa: E402
-
-from simclr_jax import checkpointing  # noqa: E402
-from simclr_jax import defaults  # noqa: E402
-from simclr_jax import distributed  # noqa: E402
-from simclr_jax import pretrained as pretrained_lib  # noqa: E402
-from simclr_jax.data import sources  # noqa: E402
-from simclr_jax.embeddings import Embeddings  # noqa: E402
-from simclr_jax.embeddings import check_output_path  # noqa: E402
-from simclr_jax.embeddings import embed_images  # noqa: E402
-from simclr_jax.embeddings import find_images  # noqa: E402
-from simclr_jax.embeddings import write_npz  # noqa: E402
 from simclr_jax.errors import UserError  # noqa: E402
 
-__all__ = [
+if TYPE_CHECKING:
+  from simclr_jax.embeddings import Embeddings
+
+# Re-exported from simclr_jax.embeddings, which imports JAX and TensorFlow:
+# loaded on first use (module __getattr__).
+_EXPORTS = (
   "Embeddings",
   "check_output_path",
   "embed_images",
   "find_images",
-  "main",
-  "run",
   "write_npz",
-]
+)
+
+__all__ = sorted([*_EXPORTS, "main", "run"])
+
+
+def __getattr__(name: str) -> Any:
+  if name not in _EXPORTS:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  value = getattr(importlib.import_module("simclr_jax.embeddings"), name)
+  globals()[name] = value
+  return value
+
+
+def __dir__() -> list[str]:
+  return sorted(set(globals()) | set(_EXPORTS))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,7 +91,10 @@ def _print_error(message: str) -> None:
 def _parser() -> argparse.ArgumentParser:
   p = _Parser(
     prog="python -m simclr_jax.embed",
-    description="Frozen-encoder features of a folder of images.",
+    description="Frozen-encoder features of a folder of images, in an npz: "
+    "representation (N, F), filenames (N,), projection (N, D) with "
+    "--projection, and labels (N,) with class_names (C,) when every image "
+    "is in a sub-folder of DIR (the class: its first-level sub-folder).",
   )
   p.add_argument(
     "--checkpoint",
@@ -90,7 +112,8 @@ def _parser() -> argparse.ArgumentParser:
     "--out",
     required=True,
     metavar="FILE.npz",
-    help="output: representation, [projection], filenames",
+    help="output: representation, [projection], filenames, [labels, "
+    "class_names] (labels when every image is in a class sub-folder)",
   )
   p.add_argument(
     "--batch_size",
@@ -124,6 +147,14 @@ def run(args: argparse.Namespace) -> Embeddings:
   The three paths may be relative to the current directory or start with
   `~`; messages name them resolved.
   """
+  # pylint: disable=g-import-not-at-top
+  import jax
+
+  from simclr_jax import checkpointing
+  from simclr_jax import embeddings
+  from simclr_jax import pretrained as pretrained_lib
+  # pylint: enable=g-import-not-at-top
+
   args = argparse.Namespace(**vars(args))
   for name in ("checkpoint", "images", "out"):
     setattr(args, name, checkpointing.resolve_path(getattr(args, name)))
@@ -135,10 +166,10 @@ def run(args: argparse.Namespace) -> Embeddings:
       "least 8 pixels (or leave it out for the run's size)."
     )
   pretrained_lib.load_run_config(args.checkpoint)
-  files = find_images(args.images)
-  check_output_path(args.out)
+  files = embeddings.find_images(args.images)
+  embeddings.check_output_path(args.out)
   model = pretrained_lib.load_pretrained(args.checkpoint, step=args.step)
-  result = embed_images(
+  result = embeddings.embed_images(
     model,
     args.images,
     batch_size=args.batch_size,
@@ -154,7 +185,7 @@ def run(args: argparse.Namespace) -> Embeddings:
       f"{result.skipped[0][0]}: {result.skipped[0][1]}); "
       "check that they are valid images."
     )
-  write_npz(args.out, result)
+  embeddings.write_npz(args.out, result)
   if jax.process_index() == 0:
     for name, reason in result.skipped:
       print(f"skipped {name}: {reason}", file=sys.stderr)
@@ -162,6 +193,10 @@ def run(args: argparse.Namespace) -> Embeddings:
     shapes = f"representation {n}x{features}"
     if result.projection is not None:
       shapes += f", projection {n}x{result.projection.shape[1]}"
+    if result.class_names is not None:
+      shapes += f", labels of {len(result.class_names)} classes"
+    else:
+      shapes += ", no labels: not every image is in a class sub-folder"
     print(
       f"Embedded {n} images, skipped {len(result.skipped)} unreadable; "
       f"wrote {args.out} ({shapes}) from step {model.step} of "
@@ -174,6 +209,12 @@ def run(args: argparse.Namespace) -> Embeddings:
 def main(argv: Sequence[str] | None = None) -> int:
   """The command line; returns the exit code (2: bad input)."""
   args = _parser().parse_args(argv)
+  # pylint: disable=g-import-not-at-top
+  from simclr_jax import defaults
+  from simclr_jax import distributed
+  from simclr_jax.data import sources
+  # pylint: enable=g-import-not-at-top
+
   sources.hide_tf_from_accelerators()
   try:
     # Several processes: SIMCLR_* environment variables or a detected cluster.

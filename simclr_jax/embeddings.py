@@ -4,7 +4,7 @@
 Every image file under a folder is decoded on the host exactly like training
 data, then encoded with BN in inference mode and the evaluation
 preprocessing, sharded over all devices; files that cannot be decoded are
-skipped and named.
+skipped and named. Images in class sub-folders also get labels.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import re
 import sys
 import time
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import jax
 import numpy as np
@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from simclr_jax import checkpointing
 from simclr_jax import data as data_lib
+from simclr_jax import encoder as encoder_lib
 from simclr_jax import pretrained as pretrained_lib
 from simclr_jax import sharding
 from simclr_jax.data import sources
@@ -38,6 +39,10 @@ class Embeddings:
   representation: np.ndarray  # (N, F) float32
   projection: np.ndarray | None  # (N, D) float32, if asked for
   skipped: list[tuple[str, str]]  # (relative path, reason)
+  # Class index of each row and the sorted class names, when every image is
+  # in a class sub-folder (see `class_labels`); None otherwise.
+  labels: np.ndarray | None = None  # (N,) int32
+  class_names: list[str] | None = None  # (C,)
 
 
 def find_images(root: str) -> list[str]:
@@ -65,6 +70,25 @@ def find_images(root: str) -> list[str]:
       f"found under {root}; pass the folder that holds them."
     )
   return sorted(found)
+
+
+def class_labels(files: Sequence[str]) -> tuple[list[str], np.ndarray] | None:
+  """(class names, label of each file) when the folder has classes, else None.
+
+  The folder data source's rule for one split folder (data/sources/folder.py:
+  the class is the first-level sub-folder, deeper folders count for it, names
+  sorted, label = index of the name), applied to `files` (relative paths, as
+  `find_images` returns) so that the folder is not walked twice. Unlike that
+  source, images directly in the folder (flat or mixed) mean no labels at all
+  rather than label -1 for some, so labels are all or nothing. Split folders
+  are not special: for root/train/<class>/..., pass root/train.
+  """
+  parts = [f.split("/", 1) for f in files]
+  if not parts or any(len(p) < 2 for p in parts):
+    return None
+  names = sorted({p[0] for p in parts})
+  index = {name: i for i, name in enumerate(names)}
+  return names, np.array([index[p[0]] for p in parts], np.int32)
 
 
 def _local_batches(
@@ -111,23 +135,6 @@ def _local_batches(
       images[i - start], index[i - start] = image, i
       pending = next(decoded, None)
     yield {"image": images, "index": index}
-
-
-def _projection_fn(model, mesh: jax.sharding.Mesh) -> Callable:
-  """Jitted (variables, representations) -> projections, frozen BN."""
-  data = sharding.batch_sharding(mesh)
-
-  def project(variables, representation):
-    head = {
-      k: v["projection_head"]
-      for k, v in variables.items()
-      if "projection_head" in v
-    }
-    return model.projection_head.apply(head, representation, train=False)
-
-  return jax.jit(
-    project, in_shardings=(sharding.replicated(mesh), data), out_shardings=data
-  )
 
 
 def _why_unreadable(path: str, image_size: int) -> str:
@@ -199,7 +206,9 @@ def embed_images(
   batch = -(-batch // devices) * devices
   data_sharding = sharding.batch_sharding(mesh)
   feature_fn = features_lib.make_feature_fn(pretrained.model, mesh, size)
-  project = _projection_fn(pretrained.model, mesh) if projection else None
+  project = (
+    encoder_lib.projection_fn(pretrained.model, mesh) if projection else None
+  )
 
   reps = projs = None
   done = np.zeros((len(files),), bool)
@@ -235,11 +244,14 @@ def embed_images(
     (files[i], _why_unreadable(os.path.join(image_dir, files[i]), size))
     for i in np.flatnonzero(~done)
   ]
+  classes = class_labels(files)
   return Embeddings(
     filenames=[f for f, ok in zip(files, done) if ok],
     representation=reps[done],
     projection=None if projs is None else projs[done],
     skipped=skipped,
+    labels=None if classes is None else classes[1][done],
+    class_names=None if classes is None else classes[0],
   )
 
 
@@ -275,6 +287,10 @@ def write_npz(path: str, embeddings: Embeddings) -> None:
   }
   if embeddings.projection is not None:
     arrays["projection"] = embeddings.projection
+  if embeddings.labels is not None:
+    arrays["labels"] = np.asarray(embeddings.labels, np.int32)
+  if embeddings.class_names is not None:
+    arrays["class_names"] = np.asarray(embeddings.class_names, dtype=str)
   tmp = f"{path}.tmp{os.getpid()}"
   try:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

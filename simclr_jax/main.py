@@ -10,14 +10,19 @@ that names the closest valid key). Problems with the user's input end in one
 `error:` line and exit code 2, never a traceback. Paths (`--workdir`,
 `config.init_checkpoint`, `config.data.data_dir`) may be relative to the
 current directory or start with `~`.
+
+`--help` lists the flags and configs/; `--print_config` prints every key of
+the resolved config with its comment in defaults.py (data/config.py for
+`data.*`), without --workdir or JAX.
 """
 
 from __future__ import annotations
 
-import difflib
+import ast
 import os
 import runpy
 import sys
+import textwrap
 
 # TensorFlow only decodes images here: keep its start-up chatter off stderr.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -26,9 +31,9 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
-import ml_collections  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from simclr_jax import config_docs  # noqa: E402
 from simclr_jax.errors import UserError  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -43,7 +48,44 @@ _WORKDIR = flags.DEFINE_string(
   "Run directory: checkpoints, TensorBoard events, "
   "results.json. An existing run there is resumed.",
 )
-flags.mark_flags_as_required(["config", "workdir"])
+_PRINT_CONFIG = flags.DEFINE_bool(
+  "print_config",
+  False,
+  "Print every config key with its resolved value and meaning, then exit "
+  "(no --workdir needed).",
+)
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+_CONFIGS = os.path.join(os.path.dirname(_PACKAGE), "configs")
+_HELP = {"-h", "-?", "--help", "-help", "--helpshort", "-helpshort"}
+_HELPFULL = {"--helpfull", "-helpfull"}
+_USAGE = """\
+usage: python -m simclr_jax.main --config CONFIG.py --workdir DIR
+           [--config.KEY=VALUE ...]
+       python -m simclr_jax.main --config CONFIG.py --print_config
+           [--config.KEY=VALUE ...]
+
+Pretrains SimCLR (config.mode="pretrain", the default), or runs a downstream
+protocol on the encoder of the run in config.init_checkpoint (config.mode=
+"knn", "linear", "logistic" or "finetune"). Each writes results.json in DIR.
+
+flags:
+  --config CONFIG.py   a config file defining get_config(), e.g. from below
+  --workdir DIR        run directory: checkpoints, TensorBoard events,
+                       results.json; an existing run there is resumed
+  --config.KEY=VALUE   override any config key, e.g. --config.batch_size=256
+                       or --config.data.source=folder (a misspelt key is an
+                       error that names the closest valid one)
+  --print_config       print every key with its resolved value and what it
+                       means, then exit (no --workdir needed)
+  --helpfull           also list absl's logging and debugging flags
+{configs}
+examples:
+  python -m simclr_jax.main --config configs/default.py --workdir runs/quick
+  python -m simclr_jax.main --config configs/cifar10.py --workdir runs/knn \\
+      --config.mode=knn --config.init_checkpoint=runs/cifar10
+  python -m simclr_jax.main --config configs/default.py --print_config \\
+      --config.batch_size=64
+"""
 
 
 def _fail(message: str) -> None:
@@ -73,34 +115,55 @@ def _unknown_key_message(argv: list[str]) -> str | None:
     return None
   config = runpy.run_path(path)["get_config"]()
   for arg in argv:
-    if not arg.startswith("--config."):
-      continue
-    keys = arg[len("--config.") :].split("=", 1)[0].split(".")
-    node, seen = config, []
-    for key in keys:
-      if not isinstance(node, ml_collections.ConfigDict) or key not in node:
-        options = (
-          list(node.keys())
-          if isinstance(node, ml_collections.ConfigDict)
-          else []
-        )
-        prefix = ".".join(seen + [""])
-        close = difflib.get_close_matches(key, options, n=3, cutoff=0.5)
-        hint = (
-          f"did you mean {', '.join(prefix + c for c in close)}?"
-          if close
-          else f"valid keys here: {', '.join(options)}."
-        )
-        return (
-          f"unknown config key '{prefix}{key}' in {arg.split('=')[0]}; {hint}"
-        )
-      node = node[key]
-      seen.append(key)
+    if arg.startswith("--config."):
+      flag = arg.split("=", 1)[0]
+      message = config_docs.unknown_key_message(
+        config, flag[len("--config.") :]
+      )
+      if message:
+        return message.replace("';", f"' in {flag};", 1)
   return None
+
+
+def _first_sentence(path: str) -> str:
+  """The first sentence of a file's docstring, read without running it."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      doc = ast.get_docstring(ast.parse(f.read())) or ""
+  except (OSError, SyntaxError, ValueError):
+    return ""
+  paragraph = " ".join(doc.split("\n\n")[0].split())
+  return paragraph.split(". ")[0].rstrip(".") + "." if paragraph else ""
+
+
+def _print_help(full: bool = False) -> None:
+  """Usage, flags, the config files of configs/ and examples; exit 0."""
+  names = []
+  if os.path.isdir(_CONFIGS):
+    names = sorted(n for n in os.listdir(_CONFIGS) if n.endswith(".py"))
+  lines = [""]
+  if names:
+    where = os.path.relpath(_CONFIGS)
+    lines.append(f"config files ({_CONFIGS if '..' in where else where}/):")
+    width = max(len(n) for n in names) + 4
+    for name in names:
+      about = _first_sentence(os.path.join(_CONFIGS, name)) or "-"
+      first, pad = f"  {name}".ljust(width), " " * width
+      lines.append(
+        textwrap.fill(about, 80, initial_indent=first, subsequent_indent=pad)
+      )
+    lines.append("")
+  print(_USAGE.replace("{configs}", "\n".join(lines)), flush=True)
+  if full:
+    print(f"all flags:\n{flags.FLAGS.get_help()}", flush=True)
+  sys.exit(0)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing, with config errors reduced to one line."""
+  args = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
+  if _HELP.intersection(args) or _HELPFULL.intersection(args):
+    _print_help(full=bool(_HELPFULL.intersection(args)))
   path = _config_path(argv)
   if path and not os.path.isfile(path):
     _fail(
@@ -109,7 +172,18 @@ def parse_flags(argv: list[str]) -> list[str]:
     )
   try:
     rest = flags.FLAGS(argv)
+    if _CONFIG.value is None:
+      _fail(
+        "--config is required: a config file defining get_config(), e.g. "
+        "--config configs/default.py (see --helpshort)"
+      )
     _ = _CONFIG.value.keys()  # surfaces a config file that failed to load
+    if not _PRINT_CONFIG.value and not _WORKDIR.value:
+      _fail(
+        "--workdir is required: the run directory, e.g. --workdir "
+        "runs/mine (or --print_config to only show the config; see "
+        "--helpshort)"
+      )
     return rest
   except flags.Error as e:
     _fail(f"{_one_line(e)} (see --helpshort)")
@@ -128,6 +202,16 @@ def main(argv: list[str]) -> None:
       f"unexpected arguments: {' '.join(argv[1:])}; pass settings as "
       "--config.key=value."
     )
+  if _PRINT_CONFIG.value:  # before anything imports JAX
+    given = [_config_path(sys.argv) or ""]
+    given += [a for a in sys.argv if a.startswith("--config.")]
+    head = config_docs.COMMENT.wrap(f"Resolved config: {' '.join(given)}.")
+    head += ["# Change a key with --config.KEY=VALUE."]
+    body = config_docs.format_config(
+      _CONFIG.value, config_docs.config_comments()
+    )
+    print(*head, body, sep="\n", flush=True)
+    return
   logging.set_verbosity(logging.WARNING)
   from simclr_jax.data import sources  # pylint: disable=g-import-not-at-top
 
@@ -150,7 +234,9 @@ def main(argv: list[str]) -> None:
     if config.mode == "pretrain":
       run.train_and_evaluate(config, workdir)
     else:
-      downstream.run(config, workdir)
+      # Keys typed on the command line win over the run's run_config.json.
+      given = config_flags.get_override_values(flags.FLAGS["config"])
+      downstream.run(config, workdir, overrides=sorted(given))
   except UserError as e:
     _fail(str(e))
 

@@ -16,7 +16,9 @@ from PIL import Image
 
 from simclr_jax import augment
 from simclr_jax import embed
+from simclr_jax import embeddings
 from simclr_jax import pretrained
+from simclr_jax.data import DataConfig
 from simclr_jax.data import sources
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -32,6 +34,15 @@ IMAGES = {
   "z/anim.gif": ("RGB", 20, 20),
 }
 CORRUPT = "a/b/broken.jpg"
+# A folder with classes: every image in a sub-folder. "ants" holds only a
+# corrupt file; "empty" has no image, so it is no class.
+CLASSED = {
+  "cats/one.png": "cats",
+  "cats/deep/er/two.JPG": "cats",
+  "dogs/three.png": "dogs",
+  "dogs/four.bmp": "dogs",
+}
+CLASSED_CORRUPT = "ants/broken.png"
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +62,23 @@ def image_dir(tmp_path_factory):
   (root / CORRUPT).write_bytes(b"\xff\xd8 this is not a jpeg")
   (root / "notes.txt").write_text("not an image")
   (root / ".hidden.png").write_bytes(b"ignored")
+  return str(root)
+
+
+@pytest.fixture(scope="module")
+def classed_dir(tmp_path_factory):
+  root = tmp_path_factory.mktemp("classed")
+  rng = np.random.default_rng(1)
+  for name in CLASSED:
+    (root / name).parent.mkdir(parents=True, exist_ok=True)
+    pixels = rng.integers(0, 256, (18, 20, 3), np.uint8)
+    Image.fromarray(pixels).save(root / name)
+  (root / CLASSED_CORRUPT).parent.mkdir()
+  (root / CLASSED_CORRUPT).write_bytes(b"not a png")
+  (root / "empty").mkdir()
+  (root / "empty" / "notes.txt").write_text("no images")
+  (root / ".hidden").mkdir()
+  (root / ".hidden" / "x.png").write_bytes(b"ignored")
   return str(root)
 
 
@@ -120,6 +148,8 @@ def test_cli_writes_sorted_embeddings_and_reports_skips(cli_result, run_dir):
     assert data["representation"].dtype == np.float32
     assert data["projection"].shape == (len(IMAGES), 16)
     assert np.isfinite(data["representation"]).all()
+    # top.jpg is directly in the folder: no classes, so no labels at all.
+    assert "labels" not in data and "class_names" not in data
   skipped = [l for l in stderr.splitlines() if l.startswith("skipped")]
   assert len(skipped) == 1 and skipped[0].startswith(f"skipped {CORRUPT}: ")
   assert f"Embedded {len(IMAGES)} images, skipped 1 unreadable" in stdout
@@ -127,6 +157,7 @@ def test_cli_writes_sorted_embeddings_and_reports_skips(cli_result, run_dir):
   assert f"wrote {out} (" in stdout and stdout.rstrip().endswith(
     f"of {run_dir}."
   )
+  assert "no labels: not every image is in a class sub-folder" in stdout
   assert f"{len(IMAGES) + 1}/{len(IMAGES) + 1} files (1 skipped)" in stderr
 
 
@@ -295,3 +326,115 @@ def test_run_host_size_is_the_decode_size(loaded, image_dir):
   np.testing.assert_allclose(
     result.representation[row], want[0], rtol=1e-5, atol=1e-5
   )
+
+
+def test_class_labels_need_every_file_in_a_sub_folder():
+  names, labels = embeddings.class_labels(["b/x.png", "a/y/z.png", "b/w.png"])
+  assert names == ["a", "b"]
+  assert labels.dtype == np.int32 and labels.tolist() == [1, 0, 1]
+  assert embeddings.class_labels(["x.png", "y.png"]) is None  # flat
+  assert embeddings.class_labels(["a/x.png", "y.png"]) is None  # mixed
+  assert embeddings.class_labels([]) is None
+
+
+def test_labels_are_the_folder_sources(classed_dir):
+  """The folder data source, on the same folder as its (flat) train split,
+  gives every file the same class names and label."""
+  names, labels = embeddings.class_labels(embed.find_images(classed_dir))
+  mine = dict(zip(embed.find_images(classed_dir), labels.tolist()))
+  cfg = DataConfig(source="folder", data_dir=classed_dir, eval_split="")
+  source = sources.get("folder")
+  n = source.num_examples(cfg, "train")
+  files = source.select(cfg, "train", np.arange(n)).files
+  theirs = {
+    os.path.relpath(f, classed_dir): l
+    for f, l in zip(files, source.labels(cfg, "train").tolist())
+  }
+  assert names == ["ants", "cats", "dogs"]
+  assert tuple(names) == source.info(cfg).class_names
+  assert mine == theirs
+
+
+def test_cli_writes_labels_of_class_folders(
+  run_dir, classed_dir, tmp_path, capsys
+):
+  out = tmp_path / "classed.npz"
+  code = embed.main(
+    ["--checkpoint", run_dir, "--images", classed_dir, "--out", str(out)]
+  )
+  stdout = capsys.readouterr().out
+  assert code == 0
+  with np.load(out) as data:
+    names, labels = list(data["filenames"]), data["labels"]
+    classes = list(data["class_names"])
+    assert labels.dtype == np.int32 and labels.shape == (len(CLASSED),)
+    assert data["representation"].shape[0] == len(CLASSED)
+  # The unreadable file is skipped, but its class keeps its index.
+  assert names == sorted(CLASSED) and classes == ["ants", "cats", "dogs"]
+  assert [classes[l] for l in labels] == [CLASSED[n] for n in names]
+  assert "labels of 3 classes" in stdout
+
+
+def test_embed_images_of_a_flat_folder_has_no_labels(loaded, tmp_path):
+  rng = np.random.default_rng(2)
+  for name in ("x.png", "y.png"):
+    pixels = rng.integers(0, 256, (16, 16, 3), np.uint8)
+    Image.fromarray(pixels).save(tmp_path / name)
+  result = embed.embed_images(loaded, str(tmp_path))
+  assert result.filenames == ["x.png", "y.png"]
+  assert result.labels is None and result.class_names is None
+
+
+def _imported(*args):
+  """(exit code, stdout, top-level modules imported) of `python -X
+  importtime args` (the import log on stderr names every module)."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+    [sys.executable, "-X", "importtime", *args],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  modules = {
+    line.rsplit("|", 1)[1].strip().split(".")[0]
+    for line in proc.stderr.splitlines()
+    if line.startswith("import time:") and "|" in line
+  }
+  assert "simclr_jax" in modules, proc.stderr[-2000:]
+  return proc.returncode, proc.stdout, modules
+
+
+def test_help_and_usage_errors_import_neither_jax_nor_tensorflow():
+  code, stdout, modules = _imported("-m", "simclr_jax.embed", "--help")
+  assert code == 0 and "--checkpoint" in stdout and "class_names" in stdout
+  assert not modules & {"jax", "tensorflow"}
+  code, _, modules = _imported("-m", "simclr_jax.embed", "--images", "x")
+  assert code == 2 and not modules & {"jax", "tensorflow"}
+  # Importing the module, and the names it re-exports, stays light too.
+  code, _, modules = _imported(
+    "-c", "import simclr_jax.embed; from simclr_jax.embed import main, run"
+  )
+  assert code == 0 and not modules & {"jax", "tensorflow"}
+
+
+def test_lazy_names_are_the_library_objects():
+  from simclr_jax.embed import (  # pylint: disable=import-outside-toplevel
+    Embeddings,
+    check_output_path,
+    embed_images,
+    find_images,
+    write_npz,
+  )
+
+  assert Embeddings is embeddings.Embeddings
+  assert (check_output_path, embed_images, find_images, write_npz) == (
+    embeddings.check_output_path,
+    embeddings.embed_images,
+    embeddings.find_images,
+    embeddings.write_npz,
+  )
+  assert set(embed.__all__) <= set(dir(embed))
+  with pytest.raises(AttributeError, match="no_such_name"):
+    _ = embed.no_such_name
