@@ -113,6 +113,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 100
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3
+  # Re-running a finished pretraining prints its results.json instead of
+  # recomputing it (unless config.eval or data.eval_split changed); True
+  # evaluates the final checkpoint again.
+  c.reevaluate = False
 
   # Evaluation of the frozen encoder: at the end of pretraining (trained vs
   # random encoder, optionally raw pixels), mode="knn", and a periodic kNN

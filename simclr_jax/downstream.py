@@ -7,7 +7,14 @@
 "logistic", "finetune"); the data, model and protocol sections of the config
 say how. The encoder comes from the latest checkpoint in `init_checkpoint`,
 whose architecture must match `config.model` (a mismatch is an error that
-names every differing key). Each run writes `OUT/results.json` (schema in
+names every differing key). The model and data settings (`config.model`,
+`config.data`) are the pretraining run's, read from its `run_config.json`:
+the config file's values for them are ignored unless a key is named as an
+override (on the command line, `--config.data.eval_split=test`; from
+Python, `run(config, workdir, overrides=["data.eval_split"])`), so a run
+made with command-line overrides is evaluated without typing them again.
+An override of an architecture key that differs from the checkpoint stays
+an error. Each run writes `OUT/results.json` (schema in
 `simclr_jax/results.py`), progress lines, TensorBoard events and
 `metrics.jsonl`; the pretraining run directory is only read.
 """
@@ -16,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any
+from typing import Any, Iterable
 
 import jax
 import ml_collections
@@ -52,10 +59,84 @@ def _labelled_context(run: configlib.RunConfig, workdir: str) -> EvalContext:
   return EvalContext.for_run(run, info, sharding.make_mesh(), workdir=workdir)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Runs `config.mode` on `config.init_checkpoint`; returns (and writes to
-  `workdir/results.json`) the results."""
+# Key prefixes of the config sections a downstream run takes from the run.
+INHERITED = ("model.", "data.")
+
+
+def _leaves(node: ml_collections.ConfigDict, prefix: str) -> Iterable[str]:
+  for key, value in node.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from _leaves(value, f"{prefix}{key}.")
+    else:
+      yield f"{prefix}{key}"
+
+
+def _get(config: ml_collections.ConfigDict, key: str) -> Any:
+  for part in key.split("."):
+    config = config[part]
+  return config
+
+
+def _set(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
+  *path, last = key.split(".")
+  for part in path:
+    config = config[part]
+  config[last] = value
+
+
+def settings_from_run(
+  config: ml_collections.ConfigDict,
+  run_dir: str,
+  overrides: Iterable[str] = (),
+) -> tuple[ml_collections.ConfigDict, list[str]]:
+  """A copy of `config` whose `model.*` and `data.*` are those of the
+  pretraining run in `run_dir`, except the dotted keys in `overrides` (or
+  below them: "data" keeps the whole section); also returns the keys whose
+  value changed, as "key=run value (config had given value)"."""
+  stored = pretrained_lib.load_run_config(run_dir)
+  names = tuple(overrides)
+  kept = lambda key: any(  # noqa: E731
+    key == n or key.startswith(n + ".") for n in names
+  )
+  out = copy.deepcopy(config)
+  changed = []
+  for prefix in INHERITED:
+    for key in _leaves(stored[prefix[:-1]], prefix):
+      value, given = _get(stored, key), _get(config, key)
+      if kept(key) or value == given:
+        continue
+      _set(out, key, value)
+      changed.append(f"{key}={value!r} (config had {given!r})")
+  return out, changed
+
+
+def _inherited_message(
+  mode: str, changed: list[str], overrides: tuple[str, ...]
+) -> str:
+  """Says where the model and data settings came from."""
+  kept = [k for k in overrides if k.startswith(INHERITED)]
+  shown = "; ".join(changed[:4]) + (
+    f"; and {len(changed) - 4} more" if len(changed) > 4 else ""
+  )
+  return (
+    f"{mode}: model and data settings from the run's "
+    f"{checkpointing.RUN_CONFIG}"
+    + (f" (replacing {shown})" if changed else "")
+    + (f"; yours: {', '.join(kept)}" if kept else "")
+    + "."
+  )
+
+
+def run(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  overrides: Iterable[str] = (),
+) -> dict[str, Any]:
+  """Runs `config.mode` on `config.init_checkpoint` with the run's model
+  and data settings except the keys in `overrides` (see the module
+  docstring); returns (and writes to `workdir/results.json`) the results."""
   start = time.time()
+  overrides = tuple(overrides)
   registry.check_mode(config.mode)
   # A relative or `~` run directory works from Python too (orbax needs it
   # absolute); the caller's config is left as it was.
@@ -63,6 +144,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if init_checkpoint != config.init_checkpoint:
     config = copy.deepcopy(config)
     config.init_checkpoint = init_checkpoint
+  changed: list[str] = []
+  if config.mode != "pretrain" and init_checkpoint:
+    config, changed = settings_from_run(config, init_checkpoint, overrides)
   run = configlib.build(config, jax.device_count(), jax.process_count())
   mode = run.mode
   if mode == "pretrain":
@@ -77,10 +161,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       "is kept."
     )
   checkpointing.check_workdir(workdir)
+  # Only an override can differ from the run's architecture.
+  pretrained_lib.check_architecture(
+    pretrained_lib.run_signature(run.init_checkpoint),
+    run.signature,
+    "leave those keys out: the run's own values are used by default",
+  )
   ctx = _labelled_context(run, workdir)
   pretrained = pretrained_lib.load_pretrained(
     run.init_checkpoint, mesh=ctx.mesh, expect=run.signature
   )
+  ctx.print(_inherited_message(mode, changed, overrides))
   ctx.print(
     f"{mode}: encoder from {run.init_checkpoint} (step "
     f"{pretrained.step}); {ctx.info.num_train:,} training and "

@@ -160,7 +160,10 @@ def _differences(
 
 
 def check_architecture(
-  run_signature: Mapping[str, Any], expected: Mapping[str, Any]
+  run_signature: Mapping[str, Any],
+  expected: Mapping[str, Any],
+  advice: str = "use a checkpoint trained with this architecture or "
+  "change the config to the checkpoint's values",
 ) -> None:
   """Raises UserError naming every key of `expected` the run differs in."""
   diffs = _differences(
@@ -168,9 +171,7 @@ def check_architecture(
   )
   if diffs:
     raise UserError(
-      f"the pretrained model does not match ({'; '.join(diffs)})"
-      "; use a checkpoint trained with this architecture or "
-      "change the config to the checkpoint's values."
+      f"the pretrained model does not match ({'; '.join(diffs)}); {advice}."
     )
 
 

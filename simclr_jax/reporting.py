@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from typing import Mapping
+from typing import Callable, Mapping
 
 import jax
 
@@ -30,7 +30,7 @@ def format_duration(seconds: float) -> str:
 
 class Reporter:
   """Writes metrics to TensorBoard and metrics.jsonl, and a human progress
-  line to stdout.
+  line to stdout; `on_report(step, scalars)`, if given, sees every record.
 
   Throughput and ETA come from the interval since the previous report (the
   first interval also holds compilation, so its ETA is pessimistic).
@@ -43,8 +43,10 @@ class Reporter:
     total_steps: int,
     batch_size: int,
     start_step: int = 0,
+    on_report: Callable[[int, Mapping[str, float]], None] | None = None,
   ):
     self.is_main = jax.process_index() == 0
+    self.on_report = on_report if self.is_main else None
     self.total_steps = total_steps
     self.batch_size = batch_size
     self._writer = None
@@ -105,6 +107,8 @@ class Reporter:
     # Opened per line: the line is in the file even if the process dies next.
     with open(self._metrics_path, "a", encoding="utf-8") as f:
       f.write(json.dumps(record) + "\n")
+    if self.on_report is not None:
+      self.on_report(int(step), {k: float(v) for k, v in scalars.items()})
 
   def close(self) -> None:
     if self._writer is not None:

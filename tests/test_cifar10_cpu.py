@@ -51,11 +51,11 @@ def test_short_pretraining_beats_random_encoder(
   assert results["dataset"]["num_eval"] == 10000
   trained = results["metrics"]["trained"]
   random = results["metrics"]["random_init"]
-  assert trained["knn_k200_accuracy"] > random["knn_k200_accuracy"] + 0.03, (
+  assert trained["knn_k200_top1"] > random["knn_k200_top1"] + 0.03, (
     trained,
     random,
   )
-  assert trained["linear_accuracy"] > random["linear_accuracy"], (
+  assert trained["linear_top1"] > random["linear_top1"], (
     trained,
     random,
   )

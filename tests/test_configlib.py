@@ -7,6 +7,7 @@ import pytest
 from simclr_jax import configlib
 from simclr_jax import defaults
 from simclr_jax.errors import UserError
+from helpers import ROOT
 
 
 def _config(**overrides):
@@ -111,7 +112,7 @@ def test_build_gives_typed_frozen_sections_from_the_config():
   config = _config(model__depth=34, loss__chunk_size=64, eval__knn_ks=(50.0, 5))
   run = configlib.build(config, device_count=8)
   assert run.model.depth == 34 and run.loss.chunk_size == 64
-  # Whole floats pass the check; the metric names need ints (knn_top1_k50).
+  # Whole floats pass the check; the metric names need ints (knn_k50_top1).
   assert run.eval.knn.ks == (50, 5)
   assert all(type(k) is int for k in run.eval.knn.ks)
   assert run.train.batch_size == config.batch_size
@@ -147,3 +148,22 @@ def test_sections_have_no_defaults_of_their_own():
 def test_build_checks_first():
   with pytest.raises(UserError, match="is not divisible by the 8 devices"):
     configlib.build(_config(batch_size=100), device_count=8)
+
+
+def test_load_config_applies_overrides_like_the_command_line():
+  c = configlib.load_config(
+    str(ROOT / "configs" / "default.py"),
+    {"epochs": 2, "data.image_size": 24, "eval.knn_ks": [5]},
+  )
+  assert (c.epochs, c.data.image_size, c.eval.knn_ks) == (2, 24, (5,))
+  assert c.model.depth == 18  # the file's own values stay
+  with pytest.raises(UserError, match=r"'data\.imagesize'.*data\.image_size"):
+    configlib.load_config(
+      str(ROOT / "configs" / "default.py"), {"data.imagesize": 1}
+    )
+  with pytest.raises(UserError, match="config.epochs='x'"):
+    configlib.load_config(str(ROOT / "configs" / "default.py"), {"epochs": "x"})
+  with pytest.raises(UserError, match="does not exist"):
+    configlib.load_config("configs/nope.py")
+  with pytest.raises(AttributeError):  # locked: no new keys by assignment
+    c.new_key = 1

@@ -34,25 +34,29 @@ def _check_results(workdir, results, mode, run_dir):
     stored = json.load(f)
   assert stored == results
   assert tuple(stored) == results_lib.KEYS
-  assert stored["schema_version"] == 1 and stored["mode"] == mode
+  assert stored["schema_version"] == 2 and stored["mode"] == mode
   assert stored["checkpoint"] == {"dir": os.path.abspath(run_dir), "step": 2}
   assert stored["dataset"]["num_classes"] == 10
   assert stored["config"]["mode"] == mode
   assert stored["time_s"] > 0
 
 
-def test_knn_mode_writes_results_and_leaves_the_run_alone(run_dir, tmp_path):
+def test_knn_mode_writes_results_and_leaves_the_run_alone(
+  run_dir, tmp_path, capsys
+):
   before = snapshot(run_dir)
   workdir = str(tmp_path / "knn")
   results = evaluate.run(
     _config(run_dir, "knn", eval=dict(knn_ks=(20, 5))), workdir
   )
+  out = capsys.readouterr().out
+  assert "Features of 128 training and 64 eval images in" in out
   _check_results(workdir, results, "knn", run_dir)
   assert set(results["metrics"]) == {
-    "knn_top1_k20",
-    "knn_top5_k20",
-    "knn_top1_k5",
-    "knn_top5_k5",
+    "knn_k20_top1",
+    "knn_k20_top5",
+    "knn_k5_top1",
+    "knn_k5_top5",
   }
   for v in results["metrics"].values():
     assert 0.0 <= v <= 1.0
@@ -66,7 +70,7 @@ def test_linear_logistic_mode(run_dir, tmp_path):
   )
   _check_results(workdir, results, "linear", run_dir)
   m = results["metrics"]
-  assert 0.0 <= m["top1"] <= m["top5"] <= 1.0
+  assert 0.0 <= m["linear_top1"] <= m["linear_top5"] <= 1.0
   assert results["details"]["method"] == "logistic"
   assert results["details"]["l2"] > 0
 
@@ -100,16 +104,46 @@ def test_finetune_mode_from_head_layer_1(run_dir, tmp_path):
   assert d["head_layers"] == 1 and d["batch_size"] == 16
   assert 28 <= d["num_labelled"] <= 36  # a stratified quarter of 128
   assert d["steps"] == d["num_labelled"] * 2 // 16 + 1
-  assert 0.0 <= results["metrics"]["top1"] <= results["metrics"]["top5"]
+  assert (
+    0.0
+    <= results["metrics"]["finetune_top1"]
+    <= results["metrics"]["finetune_top5"]
+  )
 
 
-def test_architecture_mismatch_names_the_keys(run_dir, tmp_path):
+def test_model_and_data_settings_come_from_the_run(run_dir, tmp_path, capsys):
+  c = _config(run_dir, "knn", eval=dict(knn_ks=(5,)))
+  # A config that differs from the run's in architecture and data: without
+  # overrides, the run's run_config.json wins.
+  c.model.depth, c.data.image_size = 50, 32
+  c.data.builtin_eval_examples = 48
+  results = evaluate.run(c, str(tmp_path / "knn"))
+  out = capsys.readouterr().out
+  assert "model.depth=18 (config had 50)" in out
+  assert "data.image_size=16 (config had 32)" in out
+  assert results["config"]["model"]["depth"] == 18
+  assert results["config"]["data"]["image_size"] == 16
+  assert results["dataset"]["num_eval"] == 64  # the run's eval examples
+  # A named override is kept: a data key changes the data...
+  again = evaluate.run(
+    c, str(tmp_path / "knn2"), overrides=["data.builtin_eval_examples"]
+  )
+  assert again["dataset"]["num_eval"] == 48
+  assert "yours: data.builtin_eval_examples" in capsys.readouterr().out
+
+
+def test_architecture_override_that_conflicts_names_the_keys(run_dir, tmp_path):
   c = _config(run_dir, "knn")
   c.model.depth = 34
   c.model.proj_out_dim = 32
   with pytest.raises(UserError, match=r"model\.depth.*18.*34") as e:
-    evaluate.run(c, str(tmp_path / "out"))
+    evaluate.run(
+      c,
+      str(tmp_path / "out"),
+      overrides=("model.depth", "model.proj_out_dim"),
+    )
   assert "proj_out_dim" in str(e.value)
+  assert "leave those keys out" in str(e.value)
   assert not os.path.exists(tmp_path / "out" / "results.json")
 
 

@@ -86,18 +86,18 @@ def test_classify_matches_brute_force_for_several_k():
     bank_chunk=50,
   )
   assert set(scores) == {
-    "knn_top1_k200",
-    "knn_top5_k200",
-    "knn_top1_k20",
-    "knn_top5_k20",
+    "knn_k200_top1",
+    "knn_k200_top5",
+    "knn_k20_top1",
+    "knn_k20_top5",
   }
   for k in (200, 20):
     expected = _brute_rankings(bank, bank_y, queries, k, 0.1, 7)
-    assert scores[f"knn_top1_k{k}"] == pytest.approx(
+    assert scores[f"knn_k{k}_top1"] == pytest.approx(
       (expected[:, 0] == query_y).mean()
     )
-    assert scores[f"knn_top5_k{k}"] >= scores[f"knn_top1_k{k}"]
-  assert 0.4 < scores["knn_top1_k20"] < 1.0  # informative, not trivial
+    assert scores[f"knn_k{k}_top5"] >= scores[f"knn_k{k}_top1"]
+  assert 0.4 < scores["knn_k20_top1"] < 1.0  # informative, not trivial
 
 
 def test_k_larger_than_bank_uses_whole_bank():
@@ -105,11 +105,11 @@ def test_k_larger_than_bank_uses_whole_bank():
   scores = knn.knn_classify(
     bank, bank_y, queries, query_y, num_classes=3, ks=(200, 12), bank_chunk=5
   )
-  assert scores["knn_top1_k200"] == scores["knn_top1_k12"]
+  assert scores["knn_k200_top1"] == scores["knn_k12_top1"]
   expected = _brute_rankings(bank, bank_y, queries, 12, 0.1, 3)[:, 0]
-  assert scores["knn_top1_k200"] == pytest.approx((expected == query_y).mean())
+  assert scores["knn_k200_top1"] == pytest.approx((expected == query_y).mean())
   # Fewer than 5 classes: top-5 covers every class.
-  assert scores["knn_top5_k200"] == 1.0
+  assert scores["knn_k200_top5"] == 1.0
   # The search returns the whole bank in order; zero padding never enters.
   _, idx = knn.knn_search(bank, queries, k=200, bank_chunk=5)
   exact = _norm(queries.astype(np.float64)) @ _norm(bank.astype(np.float64)).T
@@ -122,7 +122,7 @@ def test_tiny_temperature_does_not_overflow():
   scores = knn.knn_classify(
     x, y, x, y, num_classes=3, ks=(3,), temperature=1e-3
   )
-  assert scores["knn_top1_k3"] == 1.0
+  assert scores["knn_k3_top1"] == 1.0
 
 
 def test_sharded_queries_and_device_inputs_give_the_same_answer():
@@ -197,7 +197,7 @@ def test_knn_matches_brute_force():
       ks=(k,),
       temperature=t,
       query_chunk=32,
-    )[f"knn_top1_k{k}"]
+    )[f"knn_k{k}_top1"]
     assert abs(got - expected) < 1e-9, (k, t, got, expected)
   assert 0.3 < got <= 1.0
 
@@ -206,4 +206,4 @@ def test_knn_k_larger_than_bank():
   x = np.eye(3, dtype=np.float32)
   y = np.arange(3)
   got = knn.knn_classify(x, y, x, y, num_classes=3, ks=(200,), temperature=0.01)
-  assert got["knn_top1_k200"] == 1.0
+  assert got["knn_k200_top1"] == 1.0

@@ -38,12 +38,16 @@ def test_builtin_run_writes_results_checkpoints_and_events(tmp_path, capsys):
   out = capsys.readouterr().out
   assert "step 4/4" in out and "ETA" in out and "random_init" in out
   assert "(monitor)" in out
+  # Progress during the end-of-run evaluation, one line per stage.
+  for row in ("trained", "random_init", "raw_pixels"):
+    assert f"  {row}: features of 128 + 64 images in" in out
+  assert "random_init: estimating BatchNorm" in out
   assert tuple(results) == results_lib.KEYS
   assert results["mode"] == "pretrain"
   assert results["checkpoint"] == {"dir": os.path.abspath(workdir), "step": 4}
   assert set(results["metrics"]) == {"trained", "random_init", "raw_pixels"}
   for name in ("trained", "random_init", "raw_pixels"):
-    for metric in ("knn_k10_accuracy", "linear_accuracy"):
+    for metric in ("knn_k10_top1", "linear_top1"):
       assert 0.0 <= results["metrics"][name][metric] <= 1.0
   with open(os.path.join(workdir, "results.json")) as f:
     assert json.load(f) == results
@@ -64,9 +68,7 @@ def test_builtin_run_writes_results_checkpoints_and_events(tmp_path, capsys):
   row = next(l for l in out.splitlines() if l.startswith("trained "))
   assert f"{100 * top1:.2f}%" in row and f"{100 * top5:.2f}%" in row
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    monitored = [
-      json.loads(l)["step"] for l in f if "monitor/knn_accuracy" in l
-    ]
+    monitored = [json.loads(l)["step"] for l in f if "monitor/knn_top1" in l]
   assert monitored == [2, 4]
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
   assert any(n.startswith("events.out.tfevents") for n in os.listdir(workdir))
@@ -119,6 +121,9 @@ def test_resume_continues_and_matches_uninterrupted_run(tmp_path, capsys):
   results = pretrain.train_and_evaluate(c, split)
   assert "Resumed" in capsys.readouterr().out
   assert results["checkpoint"]["step"] == 6
+  # The interrupted invocation's time counts too.
+  assert results["total_time_s"] > results["time_s"] > 0
+  assert results["details"]["train_time_s"] > results["time_s"] / 2
   a, b = _final_state(straight, c), _final_state(split, c)
   assert int(a.step) == int(b.step) == 6
   jax.tree.map(
@@ -126,6 +131,43 @@ def test_resume_continues_and_matches_uninterrupted_run(tmp_path, capsys):
     (a.params, a.batch_stats, a.opt_state, a.rng),
     (b.params, b.batch_stats, b.opt_state, b.rng),
   )
+
+
+def test_finished_run_is_reported_not_recomputed(tmp_path, capsys, monkeypatch):
+  from simclr_jax.eval import frozen
+
+  workdir = str(tmp_path / "run")
+  c = tiny_config()
+  c.train_steps = 2
+  c.eval.linear_probe = False
+  first = pretrain.train_and_evaluate(c, workdir)
+  capsys.readouterr()
+  with monkeypatch.context() as m:
+    m.setattr(frozen, "from_config", _must_not_evaluate)
+    again = pretrain.train_and_evaluate(c, workdir)
+  out = capsys.readouterr().out
+  assert again == first
+  assert results_lib.read(workdir) == first  # not rewritten
+  assert "Nothing was recomputed" in out and "reevaluate" in out
+  assert "knn_k10_top1" in out and "random_init" in out
+
+  c.reevaluate = True
+  third = pretrain.train_and_evaluate(c, workdir)
+  assert "Evaluating the finished run again" in capsys.readouterr().out
+  assert third["metrics"] == first["metrics"]
+  assert third["details"]["train_time_s"] == first["details"]["train_time_s"]
+  total = first["total_time_s"] + third["time_s"]
+  assert third["total_time_s"] >= total - 0.2  # rounded to 0.1 s each
+
+  # Other eval settings: evaluated again without being asked.
+  c.reevaluate = False
+  c.eval.knn_ks = (5,)
+  fourth = pretrain.train_and_evaluate(c, workdir)
+  assert set(fourth["metrics"]["trained"]) >= {"knn_k5_top1"}
+
+
+def _must_not_evaluate(*args, **kwargs):
+  raise AssertionError("a finished run was evaluated again")
 
 
 def _run_until(config, workdir, stop_at):
@@ -164,7 +206,7 @@ def test_tfds_mock_run(tmp_path):
     results = pretrain.train_and_evaluate(c, str(tmp_path / "run"))
   assert results["checkpoint"]["step"] == 2
   assert results["dataset"]["name"] == "cifar10"
-  assert "knn_k10_accuracy" in results["metrics"]["trained"]
+  assert "knn_k10_top1" in results["metrics"]["trained"]
 
 
 def _write_folder(root, classes=("cats", "dogs"), per_class=24):

@@ -1,10 +1,12 @@
 """From a `ConfigDict` to checked, typed sections: `checks.validate` and
-`sections.build` (the `RunConfig` every job is driven by)."""
+`sections.build` (the `RunConfig` every job is driven by); `load_config`
+reads a config file from Python."""
 
 from simclr_jax.configlib.checks import validate
 from simclr_jax.configlib.sections import RunConfig
 from simclr_jax.configlib.convert import augment_config
 from simclr_jax.configlib.sections import build
+from simclr_jax.configlib.files import load_config
 from simclr_jax.configlib.convert import data_config
 from simclr_jax.configlib.sections import model_config
 from simclr_jax.configlib.convert import model_signature
@@ -16,6 +18,7 @@ __all__ = [
   "augment_config",
   "build",
   "data_config",
+  "load_config",
   "model_config",
   "model_signature",
   "optim_config",

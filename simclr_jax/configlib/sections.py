@@ -69,6 +69,7 @@ class TrainConfig:
   log_every_steps: int
   checkpoint_every_steps: int
   keep_checkpoints: int
+  reevaluate: bool  # a finished run evaluates again instead of reporting
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,6 +11,7 @@ so several of them can share one extraction (`frozen.py`).
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, Callable, Iterator, Protocol
 
 import jax
@@ -19,7 +20,7 @@ import numpy as np
 from simclr_jax import data as data_lib
 from simclr_jax import sharding
 from simclr_jax.eval import features as features_lib
-from simclr_jax.reporting import Reporter
+from simclr_jax.reporting import Reporter, format_duration
 
 from simclr_jax.configlib.sections import RunConfig
 
@@ -138,7 +139,10 @@ class EvalContext:
 class FeatureEvaluator:
   """Base of the evaluators that judge frozen features: `run` extracts the
   train split (up to `max_train_examples`) and the eval split with
-  `feature_fn`, then calls `score`."""
+  `feature_fn`, then calls `score`. With `progress` (the default) it says
+  how long the extraction took before scoring starts."""
+
+  progress: bool = True
 
   def __init__(
     self, ctx: EvalContext, feature_fn: Callable, max_train_examples: int = 0
@@ -148,11 +152,16 @@ class FeatureEvaluator:
     self.max_train_examples = max_train_examples
 
   def run(self, variables: dict) -> EvalResult:
-    return self.score(
-      *self.ctx.split_features(
-        self.feature_fn, variables, self.max_train_examples
-      )
+    start = time.time()
+    train, test = self.ctx.split_features(
+      self.feature_fn, variables, self.max_train_examples
     )
+    if self.progress:
+      self.ctx.print(
+        f"Features of {len(train[0]):,} training and {len(test[0]):,} eval "
+        f"images in {format_duration(time.time() - start)}; scoring..."
+      )
+    return self.score(train, test)
 
   def score(self, train: Features, test: Features) -> EvalResult:
     raise NotImplementedError

@@ -329,7 +329,7 @@ class FinetuneEvaluator:
     if reporter:
       reporter.close()
     return EvalResult(
-      {"top1": metrics["top1"], "top5": metrics["top5"]},
+      {"finetune_top1": metrics["top1"], "finetune_top5": metrics["top5"]},
       {
         "label_fraction": s.label_fraction,
         "num_labelled": num_labelled,

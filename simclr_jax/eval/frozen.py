@@ -10,6 +10,7 @@ head's top-1 / top-5 on the eval split.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 import jax
@@ -21,7 +22,7 @@ from simclr_jax.eval import knn
 from simclr_jax.eval import logistic
 from simclr_jax.configlib.sections import FrozenSettings, RunConfig
 from simclr_jax.eval.base import EvalContext, Features
-from simclr_jax.reporting import Reporter
+from simclr_jax.reporting import Reporter, format_duration
 
 
 def online_head_accuracy(
@@ -75,11 +76,24 @@ class FrozenEncoderEvaluation:
     self.knn, self.logistic = judges
     self.init_variables = init_variables
 
-  def _scores(self, fn: Callable, variables: Any, online_head=None):
-    return self.score(
-      *self.ctx.split_features(fn, variables, self.settings.max_train_examples),
-      online_head,
+  def _scores(
+    self, row: str, fn: Callable, variables: Any, online_head=None
+  ) -> dict[str, float]:
+    """One row, with a progress line before and after (the extraction and
+    the probe take minutes on a CPU)."""
+    self.ctx.print(f"  {row}: extracting features...")
+    start = time.time()
+    train, test = self.ctx.split_features(
+      fn, variables, self.settings.max_train_examples
     )
+    extracted = time.time()
+    scores = self.score(train, test, online_head)
+    self.ctx.print(
+      f"  {row}: features of {len(train[0]):,} + {len(test[0]):,} images in "
+      f"{format_duration(extracted - start)}, scored in "
+      f"{format_duration(time.time() - extracted)}"
+    )
+    return scores
 
   def score(
     self, train: Features, test: Features, online_head: Any = None
@@ -87,10 +101,12 @@ class FrozenEncoderEvaluation:
     """One row: kNN top-1 per k, logistic top-1, online head (trained)."""
     by_k = self.knn.score(train, test).metrics
     out = {
-      f"knn_k{k}_accuracy": by_k[f"knn_top1_k{k}"] for k in self.knn.settings.ks
+      f"knn_k{k}_top1": by_k[f"knn_k{k}_top1"] for k in self.knn.settings.ks
     }
     if self.logistic is not None:
-      out["linear_accuracy"] = self.logistic.score(train, test).metrics["top1"]
+      out["linear_top1"] = self.logistic.score(train, test).metrics[
+        "linear_top1"
+      ]
     if online_head is not None:
       out.update(online_head_accuracy(online_head, *test))
     return out
@@ -110,8 +126,13 @@ class FrozenEncoderEvaluation:
       + (", online supervised head" if head is not None else "")
       + "..."
     )
-    results = {"trained": self._scores(self.feature_fn, variables, head)}
+    results = {
+      "trained": self._scores("trained", self.feature_fn, variables, head)
+    }
     if s.compare_random_init:
+      ctx.print(
+        "  random_init: estimating BatchNorm statistics on train data..."
+      )
       random = features_lib.recalibrate_batch_stats(
         self.model,
         self.init_variables(ctx.seed + 1),
@@ -119,10 +140,12 @@ class FrozenEncoderEvaluation:
         ctx.mesh,
         ctx.data_cfg.image_size,
       )
-      results["random_init"] = self._scores(self.feature_fn, random)
+      results["random_init"] = self._scores(
+        "random_init", self.feature_fn, random
+      )
     if s.compare_raw_pixels:
       pixels = features_lib.make_pixel_fn(ctx.mesh, ctx.data_cfg.image_size)
-      results["raw_pixels"] = self._scores(pixels, None)
+      results["raw_pixels"] = self._scores("raw_pixels", pixels, None)
     reporter.print(results_table(results))
     for name, res in results.items():
       reporter.write_scalars(

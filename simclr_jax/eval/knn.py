@@ -245,7 +245,7 @@ def knn_classify(
 ) -> dict[str, float]:
   """kNN top-1 and top-5 accuracy of the queries, for every k in `ks`.
 
-  Returns {"knn_top1_k200": ..., "knn_top5_k200": ..., "knn_top1_k20": ...}
+  Returns {"knn_k200_top1": ..., "knn_k200_top5": ..., "knn_k20_top1": ...}
   keyed by the requested k (a k above the bank size uses the whole bank).
   Defaults: k = 200 and 20, temperature 0.1. k = 200 is InstDisc's setting
   (which weighted by its training temperature, 0.07); 0.1 is a common
@@ -268,8 +268,8 @@ def knn_classify(
   out = {}
   for k in ks:
     p = preds[effective[k]]
-    out[f"knn_top1_k{k}"] = float((p[:, :1] == y).any(-1).mean())
-    out[f"knn_top5_k{k}"] = float((p == y).any(-1).mean())
+    out[f"knn_k{k}_top1"] = float((p[:, :1] == y).any(-1).mean())
+    out[f"knn_k{k}_top5"] = float((p == y).any(-1).mean())
   return out
 
 

@@ -307,7 +307,7 @@ class LinearEvaluator:
     if reporter:
       reporter.close()
     return EvalResult(
-      {"top1": metrics["top1"], "top5": metrics["top5"]},
+      {"linear_top1": metrics["top1"], "linear_top5": metrics["top5"]},
       {"method": "sgd", "steps": steps},
     )
 

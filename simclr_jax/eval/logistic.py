@@ -352,7 +352,7 @@ class LogisticEvaluator(FeatureEvaluator):
       mesh=self.ctx.mesh,
     )
     return EvalResult(
-      {"top1": out["top1"], "top5": out["top5"]},
+      {"linear_top1": out["top1"], "linear_top5": out["top5"]},
       {
         "method": "logistic",
         "l2": out["l2"],

@@ -14,7 +14,7 @@ from simclr_jax.eval.base import EvalContext, EvalResult
 
 from simclr_jax.configlib.sections import RunConfig
 
-METRIC = "monitor/knn_accuracy"
+METRIC = "monitor/knn_top1"
 
 
 class KnnMonitor:
@@ -23,6 +23,7 @@ class KnnMonitor:
   def __init__(self, every_steps: int, evaluator: knn.KnnEvaluator):
     self.every_steps = every_steps
     self.evaluator = evaluator
+    self.evaluator.progress = False  # the monitor prints its own line
 
   def due(self, step: int) -> bool:
     return step % self.every_steps == 0
@@ -30,7 +31,7 @@ class KnnMonitor:
   def run(self, variables: dict) -> EvalResult:
     (k,) = self.evaluator.settings.ks
     metrics = self.evaluator.run(variables).metrics
-    return EvalResult({METRIC: metrics[f"knn_top1_k{k}"]})
+    return EvalResult({METRIC: metrics[f"knn_k{k}_top1"]})
 
 
 def from_config(

@@ -8,8 +8,8 @@ ends with the frozen-encoder evaluation (`simclr_jax.eval.frozen`).
 
 from __future__ import annotations
 
-import time
-from typing import Any
+import json
+from typing import Any, Callable, Mapping
 
 import jax
 import ml_collections
@@ -29,12 +29,20 @@ from simclr_jax.training.state import count_params
 
 
 def train_and_evaluate(
-  config: ml_collections.ConfigDict, workdir: str
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  on_report: Callable[[int, Mapping[str, float]], None] | None = None,
 ) -> dict[str, Any]:
   """Pretrains (resuming from `workdir` if it holds a checkpoint), evaluates,
   and returns the results written to `workdir/results.json` (schema in
-  simclr_jax/results.py)."""
-  start_time = time.time()
+  simclr_jax/results.py).
+
+  A run that already finished is reported, not recomputed: its results.json
+  is printed and returned, unless `config.reevaluate` is set or the `eval`
+  settings changed. `on_report(step, scalars)` is called on process 0 with
+  every scalar written to metrics.jsonl (training reports, the kNN monitor,
+  the final evaluation), e.g. to draw live curves in a notebook.
+  """
   checkpointing.check_workdir(workdir)
   signature = configlib.model_signature(config)
   checkpointing.check_compatible(workdir, signature)
@@ -42,17 +50,24 @@ def train_and_evaluate(
   setup = TrainSetup(run)
 
   # From here on the workdir is written.
-  ckpt, state, latest = _open_run(run, workdir, setup, signature)
+  clock = results_lib.RunClock(workdir)
+  ckpt = _open_checkpointer(run, workdir, signature)
+  latest = ckpt.latest_step()
+  finished = _finished_results(run, workdir, latest, setup.total_steps)
+  if finished is not None:
+    ckpt.close()
+    _print_finished(finished, workdir)
+    return finished
+  state = _initial_state(setup, ckpt, latest, run.seed)
   start_step = int(state.step)
   reporter = Reporter(
     workdir,
     total_steps=setup.total_steps,
     batch_size=run.train.batch_size,
     start_step=start_step,
+    on_report=on_report,
   )
-  if latest is not None:
-    reporter.print(f"Resumed from {ckpt.directory} at step {latest}.")
-  _print_banner(reporter, run, setup, state)
+  _print_banner(reporter, run, setup, state, ckpt.directory, latest)
 
   # Frozen-encoder features for the monitor and the final evaluation; one
   # jitted function, so each shape compiles once.
@@ -61,19 +76,20 @@ def train_and_evaluate(
     setup.model, setup.mesh, run.data.image_size
   )
   after_step = _after_step(
-    monitor_lib.from_config(run, ctx, feature_fn), ckpt, reporter
+    monitor_lib.from_config(run, ctx, feature_fn), ckpt, reporter, clock
   )
 
-  state = _train(run, setup, state, ckpt, reporter, after_step)
-  train_time = time.time() - start_time
-  reporter.print(f"Pretraining done in {format_duration(train_time)}.")
+  if start_step < setup.total_steps:
+    clock.start_training()
+    state = _train(run, setup, state, ckpt, reporter, after_step)
+    clock.stop_training()
+    clock.save()
+    reporter.print(_done_line(clock, start_step))
+  else:
+    ckpt.close()
+    reporter.print(f"Evaluating the finished run again (step {start_step}).")
 
-  metrics: dict[str, Any] = {}
-  if run.eval.enabled and setup.info.num_eval and setup.info.num_classes:
-    evaluation = frozen.from_config(
-      run, ctx, setup.model, feature_fn, setup.init_variables
-    )
-    metrics = evaluation.run(_variables(state), reporter, int(state.step))
+  metrics = _evaluate(run, setup, ctx, feature_fn, state, reporter)
   reporter.close()
   out = results_lib.make(
     mode="pretrain",
@@ -82,21 +98,53 @@ def train_and_evaluate(
     step=int(state.step),
     dataset=results_lib.dataset_summary(setup.data_cfg, setup.info),
     config=config,
-    time_s=time.time() - start_time,
-    details={"train_time_s": round(train_time, 1)},
+    time_s=clock.elapsed_s,
+    total_time_s=clock.total_time_s,
+    details={"train_time_s": round(clock.train_time_s, 1)},
   )
   results_lib.write(workdir, out)
+  clock.save()
   return out
 
 
-def _open_run(
-  run: configlib.RunConfig,
-  workdir: str,
+def _initial_state(
   setup: TrainSetup,
-  signature: dict,
-) -> tuple[checkpointing.Checkpointer, Any, int | None]:
-  """Writes run_config.json and returns (checkpointer, state, latest step):
-  the latest checkpoint restored, or a fresh state (latest None)."""
+  ckpt: checkpointing.Checkpointer,
+  latest: int | None,
+  seed: int,
+) -> Any:
+  """The latest checkpoint restored, or a fresh state (`latest` None)."""
+  if latest is None:
+    return setup.init_state(seed)
+  return ckpt.restore(setup.abstract_state)
+
+
+def _evaluate(
+  run: configlib.RunConfig,
+  setup: TrainSetup,
+  ctx: EvalContext,
+  feature_fn: Callable,
+  state: Any,
+  reporter: Reporter,
+) -> dict[str, Any]:
+  """The end-of-run evaluation's rows, or {} (off, or no labelled eval
+  split: said on stdout)."""
+  if not run.eval.enabled:
+    return {}
+  if not (setup.info.num_eval and setup.info.num_classes):
+    reporter.print(_no_eval_reason(run, setup.info))
+    return {}
+  evaluation = frozen.from_config(
+    run, ctx, setup.model, feature_fn, setup.init_variables
+  )
+  return evaluation.run(_variables(state), reporter, int(state.step))
+
+
+def _open_checkpointer(
+  run: configlib.RunConfig, workdir: str, signature: dict
+) -> checkpointing.Checkpointer:
+  """Writes run_config.json (first invocation only) and opens the
+  checkpoints."""
   ckpt = checkpointing.Checkpointer(
     workdir,
     keep=run.train.keep_checkpoints,
@@ -105,13 +153,71 @@ def _open_run(
   checkpointing.write_run_config(
     workdir, run.source.to_json_best_effort(), signature
   )
-  latest = ckpt.latest_step()
-  state = (
-    setup.init_state(run.seed)
-    if latest is None
-    else ckpt.restore(setup.abstract_state)
+  return ckpt
+
+
+def _eval_settings(config: Any) -> Any:
+  """What the end-of-run evaluation depends on, as plain JSON values."""
+  as_json = lambda c: json.loads(c.to_json_best_effort())  # noqa: E731
+  return {"eval": as_json(config.eval), "split": config.data.eval_split}
+
+
+def _finished_results(
+  run: configlib.RunConfig,
+  workdir: str,
+  latest: int | None,
+  total_steps: int,
+) -> dict[str, Any] | None:
+  """The stored results of a finished run that need not be recomputed."""
+  stored = results_lib.read(workdir)
+  if run.train.reevaluate or latest != total_steps or stored is None:
+    return None
+  if stored.get("mode") != "pretrain":
+    return None
+  if (stored.get("checkpoint") or {}).get("step") != total_steps:
+    return None
+  try:
+    before = _eval_settings(ml_collections.ConfigDict(stored["config"]))
+  except (KeyError, TypeError, AttributeError):
+    return None
+  return stored if before == _eval_settings(run.source) else None
+
+
+def _print_finished(results: dict[str, Any], workdir: str) -> None:
+  if jax.process_index() != 0:
+    return
+  step = results["checkpoint"]["step"]
+  print(
+    f"{workdir} holds a finished run (step {step}/{step}); results from "
+    f"its {results_lib.FILENAME} ({results.get('created', '?')}):",
+    flush=True,
   )
-  return ckpt, state, latest
+  metrics = results.get("metrics") or {}
+  if metrics and all(isinstance(v, dict) for v in metrics.values()):
+    print(frozen.results_table(metrics), flush=True)
+  else:
+    print("(no evaluation was configured)", flush=True)
+  print(
+    "Nothing was recomputed; pass --config.reevaluate=True to evaluate the "
+    "encoder again.",
+    flush=True,
+  )
+
+
+def _done_line(clock: results_lib.RunClock, start_step: int) -> str:
+  line = f"Pretraining done in {format_duration(clock.elapsed_s)}"
+  if start_step:
+    line += f" ({format_duration(clock.train_time_s)} over all invocations)"
+  return line + "."
+
+
+def _no_eval_reason(run: configlib.RunConfig, info: Any) -> str:
+  if not info.num_classes:
+    return "No evaluation: the training data has no labels."
+  return (
+    f"No evaluation: eval split {run.data.eval_split!r} is empty or unset "
+    "(set config.data.eval_split)."
+  )
 
 
 def _train(
@@ -155,9 +261,10 @@ def _after_step(
   monitor: monitor_lib.KnnMonitor | None,
   ckpt: checkpointing.Checkpointer,
   reporter: Reporter,
+  clock: results_lib.RunClock,
 ) -> Any:
   """What runs after every step: the kNN monitor when due, and a checkpoint
-  every `checkpoint_every_steps`."""
+  (with the run's clock) every `checkpoint_every_steps`."""
 
   def after_step(step: int, state: Any) -> None:
     if monitor is not None and monitor.due(step):
@@ -167,7 +274,8 @@ def _after_step(
         f"step {step}: kNN top-1 "
         f"{100 * scores[monitor_lib.METRIC]:.2f}% (monitor)"
       )
-    ckpt.maybe_save(step, state)
+    if ckpt.maybe_save(step, state):
+      clock.save()
 
   return after_step
 
@@ -201,7 +309,11 @@ def _print_banner(
   run: configlib.RunConfig,
   setup: TrainSetup,
   state: Any,
+  directory: str,
+  latest: int | None,
 ) -> None:
+  if latest is not None:
+    reporter.print(f"Resumed from {directory} at step {latest}.")
   n_params = count_params(state.params["backbone"])
   reporter.print(
     f"SimCLR: ResNet-{run.model.depth} x{run.model.width_multiplier} "
