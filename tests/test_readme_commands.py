@@ -61,6 +61,8 @@ CLASSES = (
 RUN = {
   "main configs/default.py runs/quickstart": "quickstart, built-in data",
   "plots runs/quickstart": "curves of the quickstart run",
+  "main configs/cifar10.py --print_config": "the resolved config, no run",
+  "main --help": "usage",
   "main configs/cifar10_cpu.py runs/cifar10_cpu": "after the README's mkdir + tar of a stand-in ../shared archive",
   "main configs/cifar10.py runs/cifar10": "tfds cifar10 in $HOME (stand-in)",
   "main configs/cifar10.py runs/cifar10 folder": "/data/cifar10 (stand-in)",
@@ -201,7 +203,10 @@ def _is_simclr(argv: list[str]) -> bool:
 def _key(argv: list[str]) -> str:
   module = argv[2].split(".", 1)[1]
   if module == "main":
-    key = f"main {_flag(argv, '--config')} {_flag(argv, '--workdir')}"
+    if "--help" in argv:
+      return "main --help"
+    where = "--print_config" if "--print_config" in argv else None
+    key = f"main {_flag(argv, '--config')} {where or _flag(argv, '--workdir')}"
     source = _flag(argv, "--config.data.source")
     return f"{key} {source}" if source else key
   if module == "plots":
@@ -465,6 +470,19 @@ def quickstart(ws):
 def test_quickstart(ws, quickstart):
   key, proc = quickstart
   _check_pretraining(ws, key, proc, source="builtin")
+
+
+def test_help(ws):
+  proc = ws.run("main --help")
+  assert "usage: python -m simclr_jax.main" in proc.stdout
+  assert "cifar10_cpu.py" in proc.stdout
+
+
+def test_print_config(ws):
+  proc = ws.run("main configs/cifar10.py --print_config")
+  assert "batch_size = 256" in proc.stdout
+  assert "data.image_size = 32" in proc.stdout
+  assert "# global batch, split over all devices" in proc.stdout
 
 
 def test_plots_of_the_quickstart(ws, quickstart):
