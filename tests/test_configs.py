@@ -1,6 +1,7 @@
-"""Every shipped config validates for the hardware it is meant for, and the
+"""Every shipped config validates for the hardware it is meant for, the
 distributed recipes agree with the numbers and commands in
-docs/distributed.md."""
+docs/distributed.md; configs/folder_cpu.py runs end to end in
+tests/test_readme_commands.py (the README's command)."""
 
 import pathlib
 import re
@@ -23,6 +24,7 @@ LAYOUTS = {
   "default.py": [(1, 1), (8, 1)],
   "cifar10.py": [(1, 1), (8, 1)],
   "cifar10_cpu.py": [(1, 1)],
+  "folder_cpu.py": [(1, 1)],
   "imagenet.py": [(8, 1), (32, 4)],
   "imagenet_v2.py": [(8, 1), (32, 4)],
   "tpu_v3.py": [(32, 4)],
@@ -442,3 +444,26 @@ def test_imagenet_crops_read_from_a_larger_host_square(name):
   assert (c.data.image_size, c.data.host_size) == (224, 320)
   for small in ("cifar10.py", "cifar10_cpu.py", "default.py"):
     assert _load(small).data.host_size == 0
+
+
+# ---------------------------------------------------------------------------
+# configs/folder_cpu.py: the user's own images on a CPU.
+
+
+def test_folder_cpu_is_cpu_sized_and_evaluates():
+  """The sizes that keep ~10,000 images to 10-15 minutes on 2 cores, and
+  the end-of-run table of trained, random and raw-pixel rows."""
+  c = _load("folder_cpu.py")
+  assert (c.data.source, c.data.host_size) == ("folder", 0)
+  assert c.data.data_dir == "data/images"  # git ignores data/
+  assert c.data.image_size <= 32
+  assert (c.model.depth, c.model.cifar_stem) == (18, True)
+  assert c.model.width_multiplier <= 0.25 and not c.model.half_precision
+  steps = optim.total_steps(
+    batch_size=c.batch_size, num_examples=10_000, epochs=c.epochs
+  )
+  assert 100 <= steps <= 200, steps
+  assert c.data.eval_split and c.data.eval_split != c.data.train_split
+  e = c.eval
+  assert e.enabled and e.linear_probe and e.monitor_every_epochs == 0
+  assert e.compare_random_init and e.compare_raw_pixels

@@ -72,6 +72,7 @@ RUN = {
   "main configs/cifar10.py runs/c10_ft10": "fine-tuning on $RUN",
   "embed": "embeddings of DIR (stand-in) from $RUN",
   "main configs/imagenet.py runs/mine folder": "unlabelled /data/my_images (stand-in)",
+  "main configs/folder_cpu.py runs/my_images": "flat class folders /data/my_labelled_images (stand-in)",
 }
 # Not run here, and why.
 SKIP = {
@@ -99,6 +100,7 @@ OTHER = {
 STAND_INS = {
   "/data/cifar10": "standin/cifar10",
   "/data/my_images": "standin/my_images",
+  "/data/my_labelled_images": "standin/my_labelled_images",
   "DIR": f"{WORK}/photos",
 }
 
@@ -358,6 +360,8 @@ def ws(tmp_path_factory) -> Workspace:
       tar.add(folder / split, arcname=split)
   _image_folder(root / STAND_INS["/data/cifar10"])
   _mixed_images(root / STAND_INS["/data/my_images"], NUM_TRAIN, nested=False)
+  # Flat class folders, 4 images each: one of each class is held out.
+  _write_images(root / STAND_INS["/data/my_labelled_images"], 40, seed=3)
   _mixed_images(root / STAND_INS["DIR"], 14, nested=True)
   env = {"HOME": str(home), "TFDS_DATA_DIR": None}
   used: set[str] = set()
@@ -374,8 +378,10 @@ def _overrides(argv: list[str]) -> list[str]:
   return extra
 
 
-def _pretrain(ws: Workspace, key: str, cwd: pathlib.Path | None = None):
-  return ws.run(key, *_overrides(ws.find(key).argv), cwd=cwd)
+def _pretrain(
+  ws: Workspace, key: str, *extra: str, cwd: pathlib.Path | None = None
+):
+  return ws.run(key, *_overrides(ws.find(key).argv), *extra, cwd=cwd)
 
 
 def _results(workdir: pathlib.Path) -> dict:
@@ -417,12 +423,24 @@ def _cifar10_cpu(ws: Workspace):
 def _cifar10_folder(ws: Workspace):
   # Its own working directory: in the README's it would resume the tfds run.
   cwd = _checkout(ws.root / "work_folder")
-  return cwd, _pretrain(ws, "main configs/cifar10.py runs/cifar10 folder", cwd)
+  return cwd, _pretrain(
+    ws, "main configs/cifar10.py runs/cifar10 folder", cwd=cwd
+  )
 
 
 BACKGROUND = {  # test -> command; the slowest (a program of its own) first
   "test_your_own_unlabelled_images": lambda ws: _pretrain(
-    ws, "main configs/imagenet.py runs/mine folder"
+    ws,
+    "main configs/imagenet.py runs/mine folder",
+    "--config.eval.enabled=True",
+  ),
+  "test_your_own_labelled_images_on_a_cpu": lambda ws: ws.run(
+    "main configs/folder_cpu.py runs/my_images",
+    *TINY_RUN,
+    "--config.eval.enabled=True",
+    "--config.eval.batch_size=16",
+    "--config.eval.probe_max_iters=10",
+    "--config.linear_eval.val_fraction=0.25",
   ),
   "test_cifar10_cpu_from_the_shared_archive": _cifar10_cpu,
   "test_cifar10_from_an_image_folder": _cifar10_folder,
@@ -561,6 +579,22 @@ def test_your_own_unlabelled_images(ws, background):
     num_classes=0,
   )
   assert _results(workdir)["metrics"] == {}  # evaluation needs labels
+  assert "No evaluation: the training data has no labels." in proc.stdout
+
+
+def test_your_own_labelled_images_on_a_cpu(ws, background):
+  """configs/folder_cpu.py on flat class folders: a tenth of each class is
+  held out and evaluated on, for the trained, random and pixel rows."""
+  proc = background["test_your_own_labelled_images_on_a_cpu"].result()
+  results = _results(ws.cwd / "runs" / "my_images")
+  assert "step 2/2" in proc.stdout
+  d = results["dataset"]
+  assert (d["source"], d["num_classes"]) == ("folder", 10)
+  assert (d["num_train"], d["num_eval"]) == (30, 10)
+  assert set(results["metrics"]) == {"trained", "random_init", "raw_pixels"}
+  for row in results["metrics"].values():
+    assert {"knn_k200_top1", "knn_k20_top1", "linear_top1"} <= set(row)
+  assert "raw_pixels" in proc.stdout and "(10 images)" in proc.stdout
 
 
 def test_cifar10_cpu_from_the_shared_archive(ws, background):

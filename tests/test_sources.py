@@ -127,6 +127,36 @@ def test_flat_folder_with_class_folders(tmp_path):
   assert info.class_names == ("a_class", "b_class") and info.num_eval == 0
 
 
+def test_flat_folder_holds_out_a_tenth_of_each_class(tmp_path):
+  """Without train/: eval = the lowest-CRC tenth of each class (at least one
+  of 2+ images), train = the rest and the unlabelled images; chosen by file
+  name, so a copy elsewhere holds out the same files."""
+  for n, name in ((25, "cat"), (3, "dog"), (1, "emu")):
+    for i in range(n):
+      _save(f"{tmp_path}/a/{name}/{i:02d}.png", "RGB", (8, 8), RED)
+  _save(f"{tmp_path}/a/loose.png", "RGB", (8, 8), RED)
+  cfg = data_config(source="folder", data_dir=f"{tmp_path}/a", eval_split="x")
+  info = data.dataset_info(cfg)
+  assert info == data.DatasetInfo(26, 4, 3, ("cat", "dog", "emu"))
+  src = sources.get("folder")
+
+  def names(cfg, split):
+    files = src.shard(cfg, split, 0, 1).files
+    return {os.path.relpath(p, cfg.data_dir) for p in files}
+
+  train, held = names(cfg, "train"), names(cfg, "x")
+  assert len(train | held) == 30 and not train & held
+  assert {"loose.png", "emu/00.png"} <= train
+  np.testing.assert_array_equal(sorted(src.labels(cfg, "x")), [0, 0, 0, 1])
+  images, labels = _all(cfg, "x")
+  assert images.shape == (4, 32, 32, 3) and sorted(labels) == [0, 0, 0, 1]
+  os.rename(f"{tmp_path}/a", f"{tmp_path}/b")
+  moved = dataclasses.replace(cfg, data_dir=f"{tmp_path}/b")
+  assert names(moved, "x") == held
+  everything = data.dataset_info(dataclasses.replace(moved, eval_split=""))
+  assert (everything.num_train, everything.num_eval) == (30, 0)
+
+
 def _raises(match, fn, *args, **kwargs):
   with pytest.raises(UserError, match=match):
     fn(*args, **kwargs)

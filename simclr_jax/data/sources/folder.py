@@ -1,7 +1,9 @@
 """The folder source: image files under root/<split>/<class>/**.
 
-Without root/<train_split> the root itself is the train split ("flat") and
-there is no eval split; images directly in a split folder are unlabelled.
+Without root/<train_split> the root itself is the train split ("flat"); its
+eval split (when `eval_split` is set) is then a fixed tenth of each class
+folder, held out of the train split (`_held_out`), and unlabelled images
+alone have no eval split. Images directly in a split folder are unlabelled.
 Labels and `select` index the sorted file list; `shard` reads a fixed
 pseudo-random permutation of it, so that contiguous process shards, shuffle
 buffers and eval batches all mix classes even though files are stored
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import zlib
 
 import numpy as np
 import tensorflow as tf
@@ -47,11 +50,38 @@ def _scan(folder: str) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
   return tuple(direct), by_class
 
 
+# Share of each class folder of a flat root held out as its eval split.
+HELD_OUT_FRACTION = 0.1
+
+
+@functools.lru_cache(maxsize=32)
+def _held_out(root: str) -> frozenset[str]:
+  """The images of a flat root held out for evaluation: in each class of n
+  >= 2 images, a tenth (rounded half up, at least one), those whose paths
+  relative to `root` have the lowest CRC-32. The choice depends on the file
+  names only, not on where the folder lives or the order the disk lists."""
+  held = set()
+  for paths in _scan(root)[1].values():
+    if len(paths) < 2:
+      continue
+    k = max(1, int(len(paths) * HELD_OUT_FRACTION + 0.5))
+    rel = {p: os.path.relpath(p, root).replace(os.sep, "/") for p in paths}
+    by_hash = sorted(paths, key=lambda p: (zlib.crc32(rel[p].encode()), p))
+    held.update(by_hash[:k])
+  return frozenset(held)
+
+
+def _holds_out(cfg: base.DataConfig) -> bool:
+  """Whether a flat root's eval split is held out of its train split."""
+  return bool(cfg.eval_split) and cfg.eval_split != cfg.train_split
+
+
 def _root(cfg: base.DataConfig) -> tuple[str, bool]:
   """The root of root/<split>/<class>/**/image, and whether it is flat.
 
   Flat: without root/<train_split> (and root/<eval_split>), root itself holds
-  the train split's classes or images, and there is no eval split.
+  the train split's classes or images, and the eval split is held out of
+  them (`_held_out`).
   """
   root = os.path.abspath(os.path.expanduser(cfg.data_dir))
   if not os.path.isdir(root):
@@ -86,7 +116,10 @@ def _subdirs(root: str) -> list[str]:
 
 def _split_dir(cfg: base.DataConfig, split: str) -> str:
   root, flat = _root(cfg)
-  if flat and split == cfg.train_split:
+  if flat and (
+    split == cfg.train_split
+    or (split == cfg.eval_split and _holds_out(cfg) and _held_out(root))
+  ):
     return root
   path = os.path.join(root, split)
   if flat or not split or not os.path.isdir(path):
@@ -131,6 +164,11 @@ def _files(cfg: base.DataConfig, split: str) -> tuple[tuple[str, int], ...]:
   items = [(p, -1) for p in direct]
   for name, paths in by_class.items():
     items.extend((p, index[name]) for p in paths)
+  root, flat = _root(cfg)
+  if flat and _holds_out(cfg):
+    held = _held_out(root)
+    keep = split == cfg.eval_split
+    items = [(p, l) for p, l in items if (p in held) == keep]
   return tuple(items)
 
 
@@ -178,10 +216,11 @@ class FolderSource(base.Source):
 
   def info(self, cfg: base.DataConfig) -> base.DatasetInfo:
     num_train = len(_files(cfg, cfg.train_split))
-    _, flat = _root(cfg)
-    num_eval = (
-      len(_files(cfg, cfg.eval_split)) if cfg.eval_split and not flat else 0
-    )
+    root, flat = _root(cfg)
+    if flat:  # held out of the train split's classes, if it has any
+      num_eval = len(_held_out(root)) if _holds_out(cfg) else 0
+    else:
+      num_eval = len(_files(cfg, cfg.eval_split)) if cfg.eval_split else 0
     names = _classes(cfg)
     return base.DatasetInfo(num_train, num_eval, len(names), names)
 
