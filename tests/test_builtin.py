@@ -73,3 +73,29 @@ def test_raw_pixel_knn_is_above_chance_but_far_from_solved():
   test = builtin.generate(1000, 32, builtin.split_seed(0, "test"))
   accuracy = _knn_accuracy(*train, *test)
   assert 0.13 < accuracy < 0.35, accuracy  # 0.194 at the time of writing
+
+
+def test_export_folder_writes_the_split_as_class_folders(tmp_path):
+  from PIL import Image
+
+  paths = builtin.export_folder(
+    str(tmp_path), split="test", num_examples=23, image_size=12, seed=4
+  )
+  images, labels = builtin.generate(23, 12, builtin.split_seed(4, "test"))
+  assert len(paths) == 23 and paths == sorted(paths)
+  on_disk = sorted(
+    str(p.relative_to(tmp_path)).replace("\\", "/")
+    for p in tmp_path.rglob("*")
+    if p.is_file()
+  )
+  assert on_disk == paths  # nothing else written
+  assert {p.name for p in tmp_path.iterdir()} == set(builtin.CLASS_NAMES)
+  for path in paths:
+    class_name, file_name = path.split("/")
+    i = int(file_name.removesuffix(".png"))
+    assert class_name == builtin.CLASS_NAMES[labels[i]]
+    with Image.open(tmp_path / path) as image:
+      np.testing.assert_array_equal(np.asarray(image), images[i])
+  assert {int(p.split("/")[1][:-4]) for p in paths} == set(range(23))
+  with pytest.raises(ValueError, match="'train' and 'test'"):
+    builtin.export_folder(str(tmp_path), split="validation", num_examples=2)

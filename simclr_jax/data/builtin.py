@@ -22,6 +22,7 @@ in (num_examples, image_size, seed).
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 
@@ -61,6 +62,45 @@ def generate(
   if num_examples < 0 or image_size < 1:
     raise ValueError(f"bad sizes: {num_examples=} {image_size=}")
   return _generate_cached(int(num_examples), int(image_size), int(seed))
+
+
+def export_folder(
+  root: str,
+  *,
+  split: str = "test",
+  num_examples: int = 2000,
+  image_size: int = 32,
+  seed: int = 0,
+) -> list[str]:
+  """Writes a builtin split as PNG files in class folders; returns their paths.
+
+  The images are those the builtin data source gives for `split` ("train"
+  or "test") with `builtin_seed=seed`, `num_examples` examples and host size
+  `image_size`: image i of the split, of class c, is written losslessly to
+  `root/<CLASS_NAMES[c]>/<i>.png` (i zero-padded to at least 5 digits).
+  Class folders are made as needed (only for classes that get images);
+  files of the same name are overwritten. Returns the written paths,
+  relative to `root` with "/" separators and sorted, as
+  `embeddings.find_images(root)` lists them. The result is a labelled image
+  folder, made offline, for `embeddings.embed_images` or
+  `config.data.source="folder"`.
+  """
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+
+  if split not in ("train", "test"):
+    raise ValueError(
+      f"the builtin splits are 'train' and 'test', not {split!r}"
+    )
+  images, labels = generate(num_examples, image_size, split_seed(seed, split))
+  digits = max(5, len(str(max(num_examples - 1, 0))))
+  for label in np.unique(labels):
+    os.makedirs(os.path.join(root, CLASS_NAMES[label]), exist_ok=True)
+  paths = []
+  for i, (image, label) in enumerate(zip(images, labels)):
+    path = f"{CLASS_NAMES[label]}/{i:0{digits}d}.png"
+    Image.fromarray(image).save(os.path.join(root, *path.split("/")))
+    paths.append(path)
+  return sorted(paths)
 
 
 @functools.lru_cache(maxsize=8)
