@@ -108,14 +108,25 @@ class CheckpointMismatch(UserError):
 
 
 class Checkpointer:
-  """Periodic and final saves with keep-N, and restore of the latest step."""
+  """Periodic and final saves with keep-N, and restore of the latest step.
 
-  def __init__(self, workdir: str, *, keep: int, every_steps: int):
+  Saves are asynchronous (`async_save`, orbax's default): `maybe_save`
+  returns once the state is copied to host memory and the files are written
+  by a background thread while training goes on; the next save, `close`
+  and `wait` wait for the previous write. benchmarks/checkpoint_stall.py
+  measures the step-time hiccup of both modes.
+  """
+
+  def __init__(
+    self, workdir: str, *, keep: int, every_steps: int, async_save: bool = True
+  ):
     self.directory = resolve_path(os.path.join(workdir, "checkpoints"))
     self.every_steps = every_steps
     self._manager = ocp.CheckpointManager(
       self.directory,
-      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, enable_async_checkpointing=async_save
+      ),
     )
 
   def latest_step(self) -> int | None:
@@ -145,6 +156,10 @@ class Checkpointer:
     return self._manager.save(
       step, args=ocp.args.StandardSave(state), force=True
     )
+
+  def wait(self) -> None:
+    """Blocks until the last save is on disk."""
+    self._manager.wait_until_finished()
 
   def close(self) -> None:
     self._manager.wait_until_finished()

@@ -190,7 +190,7 @@ class _Shortcut(nn.Module):
   def __call__(self, x):
     identity_norm = lambda name: lambda y: y
     return resnet_lib.projection_shortcut(
-      x, 4, self.strides, True, identity_norm, jnp.float32
+      x, 4, self.strides, True, identity_norm, resnet_lib.conv_fixed_padding
     )
 
 

@@ -12,6 +12,7 @@ import ml_collections
 
 from simclr_jax.configlib import convert
 from simclr_jax.errors import UserError
+from simclr_jax.models import conv_impl
 from simclr_jax.models.resnet import STAGE_SIZES
 
 _DEPTHS = tuple(sorted(STAGE_SIZES))  # the ResNet's own list
@@ -85,6 +86,13 @@ def _validate_model(config: ml_collections.ConfigDict) -> None:
     "config.model.proj_head_layers must be >= 1 (SimCLR v1 uses 2, v2 uses 3).",
   )
   _positive(m.proj_out_dim, "model.proj_out_dim")
+  impls = ("auto",) + conv_impl.IMPLS
+  _check(
+    m.conv_impl in impls,
+    f"config.model.conv_impl={m.conv_impl!r} is not one of "
+    f"{', '.join(impls)} ('auto': the fast CPU formulation on CPUs, XLA's "
+    "convolution elsewhere).",
+  )
 
 
 def _validate_loss_and_optim(config: ml_collections.ConfigDict) -> None:

@@ -35,6 +35,8 @@ class ModelConfig:
   bn_epsilon: float
   half_precision: bool
   global_bn: bool
+  conv_impl: str
+  remat: bool
 
 
 @dataclasses.dataclass(frozen=True)

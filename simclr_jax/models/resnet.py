@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from simclr_jax.models.conv_impl import conv_function
+
 Dtype = Any
 ModuleDef = Callable[..., nn.Module]
 Padding = Union[str, Sequence[Tuple[int, int]]]
@@ -87,8 +89,13 @@ def conv_fixed_padding(
   strides: int = 1,
   dtype: Dtype = jnp.float32,
   name: Optional[str] = None,
+  conv_impl: str = "xla",
 ) -> nn.Conv:
-  """A bias-free square conv with the reference padding rule and init."""
+  """A bias-free square conv with the reference padding rule and init.
+
+  `conv_impl` picks how it is computed (models/conv_impl.py); every choice
+  has the same parameters and the same result up to float rounding.
+  """
   return nn.Conv(
     features=features,
     kernel_size=(kernel_size, kernel_size),
@@ -99,6 +106,7 @@ def conv_fixed_padding(
     dtype=dtype,
     param_dtype=jnp.float32,
     name=name,
+    conv_general_dilated=conv_function(conv_impl),
   )
 
 
@@ -144,22 +152,19 @@ class SelectiveKernelConv(nn.Module):
   norm: ModuleDef
   dtype: Dtype = jnp.float32
   min_dim: int = 32
+  conv: ModuleDef = conv_fixed_padding
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    x = conv_fixed_padding(
-      2 * self.filters, 3, self.strides, self.dtype, name="conv"
-    )(x)
+    x = self.conv(2 * self.filters, 3, self.strides, name="conv")(x)
     x = nn.relu(self.norm(name="bn")(x))
     paths = jnp.stack(jnp.split(x, 2, axis=-1))  # (2, B, H, W, C)
 
     mid_dim = max(int(self.filters * self.sk_ratio), self.min_dim)
     gate = jnp.mean(jnp.sum(paths, axis=0), axis=(1, 2), keepdims=True)
-    gate = conv_fixed_padding(mid_dim, 1, 1, self.dtype, name="reduce")(gate)
+    gate = self.conv(mid_dim, 1, 1, name="reduce")(gate)
     gate = nn.relu(self.norm(name="reduce_bn")(gate))
-    gate = conv_fixed_padding(
-      2 * self.filters, 1, 1, self.dtype, name="expand"
-    )(gate)
+    gate = self.conv(2 * self.filters, 1, 1, name="expand")(gate)
     mixing = jnp.stack(jnp.split(gate, 2, axis=-1))  # (2, B, 1, 1, C)
     mixing = jax.nn.softmax(mixing.astype(jnp.float32), axis=0)
     return jnp.sum(paths * mixing.astype(paths.dtype), axis=0)
@@ -171,7 +176,7 @@ def projection_shortcut(
   strides: int,
   resnet_d: bool,
   norm: ModuleDef,
-  dtype: Dtype,
+  conv: ModuleDef,
 ) -> jnp.ndarray:
   """1x1 projection shortcut (+BN) used by the first block of each stage.
 
@@ -197,9 +202,9 @@ def projection_shortcut(
         padding=((0, 1), (0, 1)),
         count_include_pad=False,
       )
-    x = conv_fixed_padding(features, 1, 1, dtype, name="shortcut_conv")(x)
+    x = conv(features, 1, 1, name="shortcut_conv")(x)
   else:
-    x = conv_fixed_padding(features, 1, strides, dtype, name="shortcut_conv")(x)
+    x = conv(features, 1, strides, name="shortcut_conv")(x)
   return norm(name="shortcut_bn")(x)
 
 
@@ -213,19 +218,18 @@ class BasicBlock(nn.Module):
   resnet_d: bool = False
   se_ratio: float = 0.0
   dtype: Dtype = jnp.float32
+  conv: ModuleDef = conv_fixed_padding
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     shortcut = x
     if self.use_projection:
       shortcut = projection_shortcut(
-        x, self.filters, self.strides, self.resnet_d, self.norm, self.dtype
+        x, self.filters, self.strides, self.resnet_d, self.norm, self.conv
       )
-    y = conv_fixed_padding(
-      self.filters, 3, self.strides, self.dtype, name="conv1"
-    )(x)
+    y = self.conv(self.filters, 3, self.strides, name="conv1")(x)
     y = nn.relu(self.norm(name="bn1")(y))
-    y = conv_fixed_padding(self.filters, 3, 1, self.dtype, name="conv2")(y)
+    y = self.conv(self.filters, 3, 1, name="conv2")(y)
     y = self.norm(name="bn2", scale_init=nn.initializers.zeros)(y)
     if self.se_ratio > 0:
       y = SqueezeExcite(self.filters, self.se_ratio, self.dtype, name="se")(y)
@@ -242,6 +246,7 @@ class BottleneckBlock(nn.Module):
   sk_ratio: float = 0.0
   se_ratio: float = 0.0
   dtype: Dtype = jnp.float32
+  conv: ModuleDef = conv_fixed_padding
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -249,9 +254,9 @@ class BottleneckBlock(nn.Module):
     shortcut = x
     if self.use_projection:
       shortcut = projection_shortcut(
-        x, out_filters, self.strides, self.sk_ratio > 0, self.norm, self.dtype
+        x, out_filters, self.strides, self.sk_ratio > 0, self.norm, self.conv
       )
-    y = conv_fixed_padding(self.filters, 1, 1, self.dtype, name="conv1")(x)
+    y = self.conv(self.filters, 1, 1, name="conv1")(x)
     y = nn.relu(self.norm(name="bn1")(y))
     if self.sk_ratio > 0:
       y = SelectiveKernelConv(
@@ -260,14 +265,13 @@ class BottleneckBlock(nn.Module):
         self.sk_ratio,
         self.norm,
         self.dtype,
+        conv=self.conv,
         name="sk_conv",
       )(y)
     else:
-      y = conv_fixed_padding(
-        self.filters, 3, self.strides, self.dtype, name="conv2"
-      )(y)
+      y = self.conv(self.filters, 3, self.strides, name="conv2")(y)
       y = nn.relu(self.norm(name="bn2")(y))
-    y = conv_fixed_padding(out_filters, 1, 1, self.dtype, name="conv3")(y)
+    y = self.conv(out_filters, 1, 1, name="conv3")(y)
     y = self.norm(name="bn3", scale_init=nn.initializers.zeros)(y)
     if self.se_ratio > 0:
       y = SqueezeExcite(self.filters, self.se_ratio, self.dtype, name="se")(y)
@@ -291,6 +295,11 @@ class ResNet(nn.Module):
       stay float32.
     bn_axis_name: mapped axis to average BN statistics over (global BN inside
       shard_map); None uses the batch the function sees.
+    conv_impl: how convolutions are computed (models/conv_impl.py: 'xla',
+      'patches_small', 'patches'); the parameters and, up to float rounding,
+      the outputs do not depend on it.
+    remat: recompute each residual block's activations in the backward pass
+      (`flax.linen.remat`) instead of keeping them: less memory, more FLOPs.
   """
 
   depth: int = 50
@@ -302,6 +311,8 @@ class ResNet(nn.Module):
   bn_epsilon: float = 1e-5
   dtype: Dtype = jnp.float32
   bn_axis_name: Optional[str] = None
+  conv_impl: str = "xla"
+  remat: bool = False
 
   def __post_init__(self):
     if self.depth not in STAGE_SIZES:
@@ -336,7 +347,9 @@ class ResNet(nn.Module):
       dtype=self.dtype,
       axis_name=self.bn_axis_name,
     )
-    conv = functools.partial(conv_fixed_padding, dtype=self.dtype)
+    conv = functools.partial(
+      conv_fixed_padding, dtype=self.dtype, conv_impl=self.conv_impl
+    )
     x = jnp.asarray(x, self.dtype)
 
     stem_width = self._width(64)
@@ -356,6 +369,9 @@ class ResNet(nn.Module):
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
 
     basic = self.depth in BASIC_BLOCK_DEPTHS
+    block_cls = BasicBlock if basic else BottleneckBlock
+    if self.remat:
+      block_cls = nn.remat(block_cls)
     for stage, num_blocks in enumerate(STAGE_SIZES[self.depth]):
       filters = self._width(64 * 2**stage)
       for block in range(num_blocks):
@@ -368,11 +384,13 @@ class ResNet(nn.Module):
           norm=norm,
           se_ratio=self.se_ratio,
           dtype=self.dtype,
+          conv=conv,
           name=f"stage{stage + 1}_block{block + 1}",
         )
         if basic:
-          x = BasicBlock(resnet_d=self.sk_ratio > 0, **kwargs)(x)
+          kwargs["resnet_d"] = self.sk_ratio > 0
         else:
-          x = BottleneckBlock(sk_ratio=self.sk_ratio, **kwargs)(x)
+          kwargs["sk_ratio"] = self.sk_ratio
+        x = block_cls(**kwargs)(x)
 
     return jnp.mean(x.astype(jnp.float32), axis=(1, 2))

@@ -18,6 +18,7 @@ import optax
 from simclr_jax import configlib
 from simclr_jax import data as data_lib
 from simclr_jax import models
+from simclr_jax.models import conv_impl
 from simclr_jax import optim
 from simclr_jax import sharding
 from simclr_jax.errors import UserError
@@ -39,6 +40,10 @@ def create_model(model_cfg: Any, num_classes: int) -> models.SimCLRModel:
     bn_momentum=model_cfg.bn_momentum,
     bn_epsilon=model_cfg.bn_epsilon,
     dtype=dtype,
+    conv_impl=conv_impl.resolve(
+      getattr(model_cfg, "conv_impl", "auto"), jax.default_backend()
+    ),
+    remat=getattr(model_cfg, "remat", False),
   )
   head = models.ProjectionHead(
     num_layers=model_cfg.proj_head_layers,
