@@ -69,8 +69,9 @@ def base_config() -> ml_collections.ConfigDict:
       half_precision=False,  # bfloat16 compute, float32 params/state/loss
       global_bn=True,  # BN statistics over the global batch (False:
       # per device, the reference's other option)
-      conv_impl="xla",  # how convs are computed: "xla"; "auto" (CPU: "patches_small"
-      # for maps of <= 64 pixels, else XLA), "patches" (models/conv_impl.py)
+      conv_impl="auto",  # how convs are computed: "auto" (CPU: "patches_small",
+      # a matmul over patches for maps of <= 64 pixels; elsewhere "xla"),
+      # "xla", "patches" (models/conv_impl.py); all give the same gradients
       remat=False,  # recompute each residual block in the backward pass:
       # less activation memory for larger per-device batches, ~1/3 more FLOPs
     )
@@ -121,6 +122,10 @@ def base_config() -> ml_collections.ConfigDict:
   # recomputing it (unless config.eval or data.eval_split changed); True
   # evaluates the final checkpoint again.
   c.reevaluate = False
+  # > 0: a profiler trace of that many pretraining steps, from the first
+  # report on (no compilation), in <workdir>/profile for TensorBoard's
+  # profile plugin or Perfetto.
+  c.profile_steps = 0
 
   # Evaluation of the frozen encoder: at the end of pretraining (trained vs
   # random encoder, optionally raw pixels), mode="knn", and a periodic kNN

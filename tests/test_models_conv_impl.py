@@ -111,12 +111,13 @@ def test_create_model_resolves_auto_for_the_backend():
   from simclr_jax.pretrain import setup
 
   config = defaults.base_config()
-  assert config.model.conv_impl == "xla"  # until 'auto' is validated suite-wide
-  config.model.conv_impl = "auto"
+  assert config.model.conv_impl == "auto"
   model = setup.create_model(config.model, 10)
   assert model.backbone.conv_impl == conv_impl.resolve(
     "auto", jax.default_backend()
   )
+  assert conv_impl.resolve("auto", "gpu") == "xla"
+  assert conv_impl.resolve("auto", "tpu") == "xla"
   config.model.conv_impl = "xla"
   assert setup.create_model(config.model, 10).backbone.conv_impl == "xla"
 
