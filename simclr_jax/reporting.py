@@ -18,6 +18,8 @@ from typing import Callable, Mapping
 
 import jax
 
+from simclr_jax.training.input_wait import INPUT_WAIT_KEY
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -26,6 +28,13 @@ def format_duration(seconds: float) -> str:
   h, rem = divmod(seconds, 3600)
   m, s = divmod(rem, 60)
   return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def print_main(message: str) -> None:
+  """Prints one line on stdout, flushed, from process 0 only (how every
+  progress line and warning of a run is printed)."""
+  if jax.process_index() == 0:
+    print(message, flush=True, file=sys.stdout)
 
 
 class Reporter:
@@ -64,7 +73,7 @@ class Reporter:
 
   def print(self, message: str) -> None:
     if self.is_main:
-      print(message, flush=True, file=sys.stdout)
+      print_main(message)
 
   def report(self, step: int, metrics: Mapping[str, float]) -> None:
     now = time.time()
@@ -87,6 +96,8 @@ class Reporter:
     ):
       if key in metrics:
         parts.append(f"{key} {metrics[key]:.4g}")
+    if INPUT_WAIT_KEY in metrics:  # a share: two decimals read best
+      parts.append(f"{INPUT_WAIT_KEY} {metrics[INPUT_WAIT_KEY]:.2f}")
     if self._rate:
       eta = (self.total_steps - step) / self._rate
       parts.append(f"{scalars['images_per_sec']:.0f} img/s")

@@ -57,6 +57,11 @@ def test_default_config_is_valid():
       dict(data__host_size=200),
       "config.data: host_size=200 is smaller than image_size=224",
     ),
+    (
+      dict(profile_steps=-1),
+      "config.profile_steps=-1 must be a whole number >= 0: 0 for no "
+      "profiler trace",
+    ),
   ],
 )
 def test_bad_values_raise_user_error(overrides, fragment):
@@ -116,6 +121,9 @@ def test_build_gives_typed_frozen_sections_from_the_config():
   assert run.eval.knn.ks == (50, 5)
   assert all(type(k) is int for k in run.eval.knn.ks)
   assert run.train.batch_size == config.batch_size
+  assert run.train.profile_steps == 0
+  traced = configlib.build(_config(profile_steps=5), device_count=8)
+  assert traced.train.profile_steps == 5
   assert run.data == configlib.data_config(config)
   assert run.views == configlib.view_configs(config)
   assert run.signature == configlib.model_signature(config)

@@ -1,7 +1,9 @@
 """End-to-end pretraining runs (builtin, tfds mock, image folder) and resume."""
 
+import glob
 import json
 import os
+import re
 
 import jax
 import numpy as np
@@ -34,6 +36,7 @@ def test_builtin_run_writes_results_checkpoints_and_events(tmp_path, capsys):
   c = tiny_config()
   c.eval.compare_raw_pixels = True
   c.eval.monitor_every_epochs = 2 * c.batch_size / 128  # every 2 steps
+  c.profile_steps = 2  # steps 3-4: after the first report (step 2)
   results = pretrain.train_and_evaluate(c, workdir)
   out = capsys.readouterr().out
   assert "step 4/4" in out and "ETA" in out and "random_init" in out
@@ -68,8 +71,15 @@ def test_builtin_run_writes_results_checkpoints_and_events(tmp_path, capsys):
   row = next(l for l in out.splitlines() if l.startswith("trained "))
   assert f"{100 * top1:.2f}%" in row and f"{100 * top5:.2f}%" in row
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    monitored = [json.loads(l)["step"] for l in f if "monitor/knn_top1" in l]
+    records = [json.loads(l) for l in f]
+  monitored = [r["step"] for r in records if "monitor/knn_top1" in r]
   assert monitored == [2, 4]
+  waits = [r["input_wait_fraction"] for r in records if "contrastive_loss" in r]
+  assert len(waits) == 2 and all(0 <= w <= 1 for w in waits)
+  assert re.search(r" \| input_wait_fraction [01]\.\d\d \| ", out)
+  profile = os.path.join(workdir, "profile")
+  assert glob.glob(os.path.join(profile, "**", "*.xplane.pb"), recursive=True)
+  assert f"Profiler trace of steps 3-4 written to {profile}" in out
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
   assert any(n.startswith("events.out.tfevents") for n in os.listdir(workdir))
   assert os.path.exists(os.path.join(workdir, checkpointing.RUN_CONFIG))

@@ -3,7 +3,11 @@
 import json
 import os
 
+import pytest
+
+from simclr_jax import metrics_log
 from simclr_jax import reporting
+from simclr_jax.training.input_wait import INPUT_WAIT_KEY
 
 
 def test_format_duration():
@@ -83,4 +87,28 @@ def test_only_process_zero_writes(tmp_path, monkeypatch, capsys):
   r.write_scalars(5, {"eval/trained/knn_accuracy": 0.5})
   r.close()
   assert os.listdir(tmp_path) == []
+  assert capsys.readouterr().out == ""
+
+
+def test_input_wait_fraction_reaches_stdout_jsonl_and_tensorboard(
+  tmp_path, capsys
+):
+  r = reporting.Reporter(str(tmp_path), total_steps=100, batch_size=64)
+  r.report(10, {"contrastive_loss": 5.5, INPUT_WAIT_KEY: 0.123456})
+  r.close()
+  (line,) = capsys.readouterr().out.strip().splitlines()
+  assert "input_wait_fraction 0.12" in line.split(" | ")  # two decimals
+  (record,) = _records(tmp_path)
+  assert record[INPUT_WAIT_KEY] == 0.123456  # full precision in the files
+  os.remove(tmp_path / reporting.METRICS_FILE)  # read the events instead
+  steps, values = metrics_log.load_metrics(str(tmp_path))[INPUT_WAIT_KEY]
+  assert list(steps) == [10]
+  assert values[0] == pytest.approx(0.123456, rel=1e-6)
+
+
+def test_print_main_prints_on_process_zero_only(monkeypatch, capsys):
+  reporting.print_main("warning: one line")
+  assert capsys.readouterr().out == "warning: one line\n"
+  monkeypatch.setattr(reporting.jax, "process_index", lambda: 1)
+  reporting.print_main("warning: one line")
   assert capsys.readouterr().out == ""

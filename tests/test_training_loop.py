@@ -1,9 +1,14 @@
-"""The one step loop: log cadence and means, NaN check, batch checks, hooks."""
+"""The one step loop: log cadence and means, NaN check, batch checks, hooks,
+and the input-wait meter and its warning."""
+
+import threading
+import time
 
 import numpy as np
 import pytest
 
 from simclr_jax.errors import UserError
+from simclr_jax.training import input_wait
 from simclr_jax.training import loop
 
 
@@ -32,6 +37,8 @@ def test_logs_means_every_log_every_steps_and_at_the_end():
     after_step=lambda step, state: seen.append((step, state)),
   )
   assert (state, last) == (5, 5)
+  for _, means in logs:
+    assert 0.0 <= means.pop(loop.INPUT_WAIT_KEY) <= 1.0
   assert logs == [
     (2, {"loss": 1.5, "one": 1.0}),
     (4, {"loss": 3.5, "one": 1.0}),
@@ -97,3 +104,144 @@ def test_mean_metrics_averages_on_the_host():
   means = loop.mean_metrics([{"a": 1.0, "b": 2}, {"a": 3.0, "b": 4}])
   assert means == {"a": 2.0, "b": 3.0}
   assert all(isinstance(v, float) for v in means.values())
+
+
+# ------------------------------------------------------------ input wait ---
+
+PAUSE = 0.03  # seconds: a slow input, or a slow step
+
+
+def _run(step_fn, batches, *, steps, log_every):
+  """The fractions `run_steps` logs, per window."""
+  logs = []
+  loop.run_steps(
+    step_fn,
+    0,
+    batches,
+    first_step=1,
+    last_step=steps,
+    log_every=log_every,
+    loss_key="loss",
+    nan_advice="",
+    log_fn=lambda step, means: logs.append(means[loop.INPUT_WAIT_KEY]),
+  )
+  return logs
+
+
+class _SlowBatches:
+  """Batches that each take `pause` seconds to arrive."""
+
+  def __init__(self, pause):
+    self.pause = pause
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    time.sleep(self.pause)
+    return {"x": np.ones((4,), np.float32)}
+
+
+def _warnings(out):
+  return [line for line in out.splitlines() if line.startswith("warning: ")]
+
+
+def test_slow_input_is_nearly_all_wait_and_warns_once(capsys):
+  fractions = _run(_step, _SlowBatches(PAUSE), steps=9, log_every=3)
+  assert len(fractions) == 3 and all(f > 0.8 for f in fractions), fractions
+  (line,) = _warnings(capsys.readouterr().out)  # windows 2 and 3: once
+  assert "input_wait_fraction 0." in line and "at step 6" in line
+  for knob in ("data.cache", "data.host_size", "data.num_shards"):
+    assert f"config.{knob}" in line
+
+
+def test_first_window_does_not_warn(capsys):
+  """It holds compilation and the pipeline's warm-up."""
+  (fraction,) = _run(_step, _SlowBatches(PAUSE), steps=3, log_every=3)
+  assert fraction > 0.8
+  assert _warnings(capsys.readouterr().out) == []
+
+
+def test_only_process_zero_warns(capsys, monkeypatch):
+  monkeypatch.setattr(loop.jax, "process_index", lambda: 1)
+  fractions = _run(_step, _SlowBatches(PAUSE), steps=6, log_every=3)
+  assert fractions[1] > 0.8
+  assert capsys.readouterr().out == ""
+
+
+def test_slow_step_with_fast_input_is_no_wait(capsys):
+  def slow_step(state, batch):
+    time.sleep(PAUSE)
+    return _step(state, batch)
+
+  fractions = _run(slow_step, _batches(range(9)), steps=9, log_every=3)
+  assert all(f < 0.05 for f in fractions), fractions
+  assert _warnings(capsys.readouterr().out) == []
+
+
+class _Pending:
+  """A step output the "device" finishes at `ready_at` (as JAX's async
+  dispatch returns before the step has run); `fail` raises on waiting."""
+
+  def __init__(self, value, ready_at, fail=False):
+    self.value, self.ready_at, self.fail = value, ready_at, fail
+
+  def block_until_ready(self):
+    time.sleep(max(0.0, self.ready_at - time.perf_counter()))
+    if self.fail:
+      raise RuntimeError("the device failed")
+    return self
+
+  def __array__(self, dtype=None, copy=None):
+    time.sleep(max(0.0, self.ready_at - time.perf_counter()))
+    return np.asarray(self.value, dtype)
+
+
+def _async_step(compute, fail_at=0):
+  """A step dispatched to a one-at-a-time "device" taking `compute` s."""
+  busy_until = [0.0]
+
+  def step(state, batch):
+    start = max(time.perf_counter(), busy_until[0])
+    busy_until[0] = start + compute
+    out = _Pending(1.0, busy_until[0], fail=state + 1 == fail_at)
+    return state + 1, {"loss": out}
+
+  return step
+
+
+def test_input_fetched_while_the_device_computes_is_no_wait(capsys):
+  """The host fetches (PAUSE) while the previous step still runs on the
+  device (3 x PAUSE): the device waits only after the sync of a report,
+  though the host waits for a third of the time."""
+  fractions = _run(
+    _async_step(3 * PAUSE), _SlowBatches(PAUSE), steps=16, log_every=8
+  )
+  assert fractions[1] < 0.1, fractions
+  assert _warnings(capsys.readouterr().out) == []
+
+
+def test_an_error_waiting_for_a_step_is_raised_not_hidden():
+  with pytest.raises(RuntimeError, match="the device failed"):
+    _run(_async_step(0.0, fail_at=2), _batches(range(4)), steps=4, log_every=2)
+
+
+def test_the_meter_thread_is_a_daemon_and_stops_with_the_loop():
+  started = []
+  real = input_wait.threading.Thread
+
+  def spy(*args, **kwargs):
+    thread = real(*args, **kwargs)
+    started.append(thread)
+    return thread
+
+  input_wait.threading.Thread = spy
+  try:
+    _run(_step, _batches(range(2)), steps=2, log_every=1)
+  finally:
+    input_wait.threading.Thread = real
+  (thread,) = started
+  assert thread.daemon and not thread.is_alive()
+  with pytest.raises(UserError, match="ran out"):  # stopped on errors too
+    _run(_step, _batches(range(1)), steps=2, log_every=1)
+  assert not [t for t in threading.enumerate() if t.name == "input_wait_meter"]

@@ -124,7 +124,7 @@ def _validate_batches(
   config: ml_collections.ConfigDict, device_count: int, process_count: int
 ) -> None:
   """Batch size, reader shards (`data.pipeline.num_reader_shards`), step
-  counts and checkpointing."""
+  counts, checkpointing and profiling."""
   d = config.data
   _check(
     config.batch_size >= 2,
@@ -158,6 +158,12 @@ def _validate_batches(
   _positive(config.log_every_steps, "log_every_steps")
   _positive(config.checkpoint_every_steps, "checkpoint_every_steps")
   _positive(config.keep_checkpoints, "keep_checkpoints")
+  steps = config.profile_steps
+  _check(
+    isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0,
+    f"config.profile_steps={steps!r} must be a whole number >= 0: 0 for no "
+    "profiler trace, or how many steps to trace (e.g. 10).",
+  )
 
 
 def _validate_eval(

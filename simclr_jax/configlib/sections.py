@@ -72,6 +72,7 @@ class TrainConfig:
   checkpoint_every_steps: int
   keep_checkpoints: int
   reevaluate: bool  # a finished run evaluates again instead of reporting
+  profile_steps: int  # > 0: a profiler trace of that many steps
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,6 +25,7 @@ from simclr_jax.eval.base import EvalContext
 from simclr_jax.pretrain.setup import TrainSetup
 from simclr_jax.reporting import Reporter, format_duration
 from simclr_jax.training import loop
+from simclr_jax.training import profiling
 from simclr_jax.training.state import count_params
 
 
@@ -81,7 +82,8 @@ def train_and_evaluate(
 
   if start_step < setup.total_steps:
     clock.start_training()
-    state = _train(run, setup, state, ckpt, reporter, after_step)
+    trace = profiling.for_run(workdir, run.train.profile_steps)
+    state = _train(run, setup, state, ckpt, reporter, after_step, trace)
     clock.stop_training()
     clock.save()
     reporter.print(_done_line(clock, start_step))
@@ -227,8 +229,10 @@ def _train(
   ckpt: checkpointing.Checkpointer,
   reporter: Reporter,
   after_step: Any,
+  trace: profiling.StepTrace | None,
 ) -> Any:
-  """Runs the remaining steps and saves the last one; returns the state."""
+  """Runs the remaining steps and saves the last one; returns the state.
+  `trace` (config.profile_steps) profiles steps after the first report."""
   start_step = int(state.step)
   train_step = setup.make_train_step(run.loss, state.params)
   batches = _train_batches(run, setup, start_step)
@@ -249,6 +253,7 @@ def _train(
       ),
       log_fn=reporter.report,
       after_step=after_step,
+      trace=trace,
     )
     ckpt.maybe_save(step, state, force=True)
   finally:

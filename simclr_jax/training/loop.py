@@ -1,10 +1,11 @@
 """The step-running loop shared by pretraining, fine-tuning and linear
-evaluation: one place that feeds batches, averages metrics, checks for NaN
-and logs.
+evaluation: one place that feeds batches, averages metrics, checks for NaN,
+measures how long the device waits for input, and logs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Callable, Iterator
 
@@ -12,6 +13,12 @@ import jax
 import numpy as np
 
 from simclr_jax.errors import UserError
+from simclr_jax.reporting import print_main
+from simclr_jax.training.input_wait import INPUT_ADVICE
+from simclr_jax.training.input_wait import INPUT_WAIT_KEY
+from simclr_jax.training.input_wait import INPUT_WAIT_LIMIT
+from simclr_jax.training.input_wait import InputWaitMeter
+from simclr_jax.training.profiling import StepTrace
 
 LogFn = Callable[[int, dict[str, float]], None]
 StepFn = Callable[[Any, dict], tuple[Any, dict]]
@@ -37,46 +44,94 @@ def run_steps(
   log_fn: LogFn | None = None,
   after_step: Callable[[int, Any], None] | None = None,
   batch_size: int | None = None,
+  trace: StepTrace | None = None,
 ) -> tuple[Any, int]:
   """Runs steps `first_step..last_step`; returns (state, last step run).
 
   Every `log_every` steps and at `last_step`, the metrics since the last log
   are averaged on the host, `metrics[loss_key]` is checked to be finite
   (a UserError `"the {what} loss became nan by step N; {nan_advice}"`), and
-  `log_fn(step, means)` is called. `after_step(step, state)` runs after
-  every step (monitors, checkpoints). With `batch_size`, every batch must
-  have that many rows (the learning rate was scaled for it).
+  `log_fn(step, means)` is called, with `means[INPUT_WAIT_KEY]` the share of
+  the window the device sat idle waiting for input (over INPUT_WAIT_LIMIT
+  after the first window: one `warning:` line on stdout per call).
+  `after_step(step, state)` runs after every step (monitors, checkpoints).
+  With `batch_size`, every batch must have that many rows (the learning rate
+  was scaled for it). `trace` profiles the steps after the first window.
   """
   if log_every < 1:
     raise UserError(f"log_every must be >= 1, got {log_every}.")
   history: list[dict] = []
+  meter = InputWaitMeter()
+  windows, warned, finished = 0, False, False
   step = first_step - 1
-  for step in range(first_step, last_step + 1):
-    batch = next(batches, None)
-    if batch is None:
-      raise UserError(
-        f"the {what} batches ran out after {step - first_step} of "
-        f"{last_step - first_step + 1} steps; pass an endless iterator "
-        "(e.g. data.train_batches) or fewer steps."
-      )
-    rows = next(iter(batch.values())).shape[0]
-    if batch_size is not None and rows != batch_size:
-      raise UserError(
-        f"{what} got a global batch of {rows} examples but batch_size="
-        f"{batch_size} (which sets the learning rate); make them agree."
-      )
-    state, metrics = step_fn(state, batch)
-    history.append(metrics)
-    if step % log_every == 0 or step == last_step:
-      summary = mean_metrics(history)
-      history.clear()
-      if not math.isfinite(summary[loss_key]):
-        raise UserError(
-          f"the {what} loss became {summary[loss_key]} by step {step}; "
-          f"{nan_advice}"
-        )
-      if log_fn is not None:
-        log_fn(step, summary)
-    if after_step is not None:
-      after_step(step, state)
+  try:
+    for step in range(first_step, last_step + 1):
+      batch = meter.next_batch(batches)
+      _check_batch(batch, step, first_step, last_step, what, batch_size)
+      with trace.annotate(step) if trace else contextlib.nullcontext():
+        state, metrics = step_fn(state, batch)
+      meter.dispatched(metrics)
+      history.append(metrics)
+      if step % log_every == 0 or step == last_step:
+        summary = mean_metrics(history)
+        history.clear()
+        if not math.isfinite(summary[loss_key]):
+          raise UserError(
+            f"the {what} loss became {summary[loss_key]} by step {step}; "
+            f"{nan_advice}"
+          )
+        summary[INPUT_WAIT_KEY] = meter.window_fraction()
+        windows += 1
+        if log_fn is not None:
+          log_fn(step, summary)
+        if windows > 1 and not warned:  # the first holds the compilation
+          warned = _warn_if_input_bound(summary[INPUT_WAIT_KEY], step, what)
+        if trace is not None and windows == 1 and step < last_step:
+          trace.start(step)
+      if trace is not None:
+        trace.step_done(step, metrics)
+      if after_step is not None:
+        after_step(step, state)
+    finished = True
+  finally:
+    meter.close()
+    if trace is not None:
+      trace.close(step, finished)
   return state, step
+
+
+def _check_batch(
+  batch: dict | None,
+  step: int,
+  first_step: int,
+  last_step: int,
+  what: str,
+  batch_size: int | None,
+) -> None:
+  """UserError for a batch that is missing (ran out) or of the wrong size."""
+  if batch is None:
+    raise UserError(
+      f"the {what} batches ran out after {step - first_step} of "
+      f"{last_step - first_step + 1} steps; pass an endless iterator "
+      "(e.g. data.train_batches) or fewer steps."
+    )
+  rows = next(iter(batch.values())).shape[0]
+  if batch_size is not None and rows != batch_size:
+    raise UserError(
+      f"{what} got a global batch of {rows} examples but batch_size="
+      f"{batch_size} (which sets the learning rate); make them agree."
+    )
+
+
+def _warn_if_input_bound(fraction: float, step: int, what: str) -> bool:
+  """Prints the input-bound warning if `fraction` is over the limit;
+  returns whether it did."""
+  if fraction <= INPUT_WAIT_LIMIT:
+    return False
+  print_main(
+    f"warning: {INPUT_WAIT_KEY} {fraction:.2f} at step {step}: the "
+    f"accelerator sat idle waiting for the next batch {fraction:.0%} of the "
+    f"{what} time since the last report (limit {INPUT_WAIT_LIMIT:.2f}); "
+    f"{INPUT_ADVICE}"
+  )
+  return True
