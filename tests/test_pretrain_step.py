@@ -170,6 +170,55 @@ def test_half_precision_step_keeps_float32_state_and_loss():
     assert leaf.dtype in (jnp.float32, jnp.int32), leaf.dtype
 
 
+def _eqns(jaxpr):
+  """Every equation of a jaxpr, recursing into the jaxprs it calls (jit,
+  shard_map, custom_vjp, remat, scan...)."""
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        inner = getattr(sub, "jaxpr", sub)
+        if isinstance(inner, jax.extend.core.Jaxpr):
+          yield from _eqns(inner)
+
+
+@pytest.mark.parametrize("half_precision", [True, False])
+def test_half_precision_dtypes_inside_the_step(half_precision):
+  """Inside the jitted step (not just its outputs): with half_precision the
+  backbone's convolutions and matmuls take bfloat16 operands, while the
+  NT-Xent similarity matmul and every reduction of a float input stay
+  float32; without it, nothing is bfloat16."""
+  mesh = Mesh(np.array(jax.devices()[:2]), ("data",))
+  state, step = _build(mesh, half_precision=half_precision)
+  eqns = list(_eqns(jax.make_jaxpr(step)(state, _batch(mesh)).jaxpr))
+  heavy = [
+    e
+    for e in eqns
+    if e.primitive.name in ("dot_general", "conv_general_dilated")
+  ]
+  bf16 = [e for e in heavy if e.invars[0].aval.dtype == jnp.bfloat16]
+  # The similarity logits (aa, ab, ba, bb): each device's 8 images against
+  # all 16 of the global batch, forward and backward.
+  logits = [e for e in heavy if e.outvars[0].aval.shape == (8, 16)]
+  assert len(logits) >= 4 and all(
+    e.outvars[0].aval.dtype == jnp.float32 for e in logits
+  )
+  sums = [
+    e
+    for e in eqns
+    if e.primitive.name == "reduce_sum"
+    and jnp.issubdtype(e.invars[0].aval.dtype, jnp.floating)
+  ]
+  if half_precision:
+    assert len(bf16) > len(heavy) // 2, (len(bf16), len(heavy))
+    assert all(e.outvars[0].aval.dtype == jnp.float32 for e in sums)
+  else:
+    assert not bf16
+    assert not [
+      e for e in eqns for v in e.outvars if v.aval.dtype == jnp.bfloat16
+    ]
+
+
 # Deterministic but very different views: view 1 is the image itself, view 2
 # its solarisation (x >= 0.5 -> 1 - x), so both can be built by hand.
 _PLAIN = augment.make_augment_config("none", 16)
