@@ -6,7 +6,8 @@
 Runs, in about 8 minutes on one modern chip:
 1. ResNet-50 at 224 px in bfloat16 at the largest per-chip batch that fits
    (tried from 512 down), and the PyTorch peer at that batch if torch is
-   installed (benchmarks/suite.py's measurements);
+   installed (benchmarks/suite.py's measurements), and the step's temporary
+   memory at that batch with `model.remat` off and on;
 2. ResNet-18 CIFAR at 32 px in bfloat16 and float32, with the peer;
 3. host input throughput at 224 px (benchmarks/input_throughput.py);
 4. a short real CIFAR-10 pretraining (configs/cifar10.py on the JPEG folders
@@ -137,6 +138,14 @@ def main(argv: list[str] | None = None) -> dict:
     shape = suite.DRY_RUN if args.dry_run else (50, 1.0, 224, batch, False, 2)
     row["pytorch"] = suite.torch_step(shape, "bfloat16", steps, device)
   rows.append(row)
+  memory = []
+  if batch:  # remat's effect where activations dominate (XLA's analysis)
+    shape = suite.DRY_RUN if args.dry_run else (50, 1.0, 224, batch, False, 2)
+    for remat in (False, True):
+      r = suite.jax_step(shape, "bfloat16", 1, **{"model.remat": remat})
+      memory.append(
+        {"setting": row["setting"], "dtype": "bfloat16", "remat": remat, **r}
+      )
   for dtype in ("bfloat16", "float32"):
     shape = suite.DRY_RUN if args.dry_run else suite.SETTINGS["r18_32"]
     row = {
@@ -153,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     + (small if args.dry_run else [])
   )
   run = pretrain(args.out, args.cifar10, args.train_steps, args.dry_run)
-  text = suite.table(rows, [], inputs)
+  text = suite.table(rows, memory, inputs)
   if "error" in run:
     text += f"\nCIFAR-10 pretraining failed: {run['error']}\n"
   else:
@@ -173,6 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
     "devices": [str(d) for d in jax.devices()],
     "machine": suite.machine(),
     "rows": rows,
+    "memory": memory,
     "input": inputs,
     "pretrain": run,
     "command": " ".join(["benchmarks/accelerator.py"] + (argv or sys.argv[1:])),

@@ -1,6 +1,6 @@
 """CPU quickstart: SimCLR on the built-in procedural dataset, offline.
 
-About 7 minutes on 2 CPU cores, after which the trained encoder beats a
+About 4-8 minutes on 2 CPU cores, after which the trained encoder beats a
 randomly initialised one by well over 10 points of kNN accuracy (numbers in
 README.md). Sized for that budget, not for the best accuracy: 16 px images,
 ResNet-18 at a quarter width, 10 epochs. Two settings differ from the CIFAR

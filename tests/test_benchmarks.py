@@ -71,6 +71,9 @@ def test_accelerator_script_dry_run(tmp_path):
     "bfloat16",
     "float32",
   ]
+  assert [m["remat"] for m in result["memory"]] == [False, True]
+  assert all(m["temp_bytes"] > 0 for m in result["memory"]), result["memory"]
+  assert "bfloat16, model.remat=True:" in (tmp_path / "table.md").read_text()
   assert result["pretrain"]["steps"] == 2, result["pretrain"]
   trained = result["pretrain"]["metrics"]["trained"]
   assert 0 <= trained["knn_k5_top1"] <= 1
