@@ -24,7 +24,8 @@ fine-tuning modes):
   total_time_s    wall time of every invocation on this workdir (resumes
                   after a preemption included), seconds
   details         mode-specific extras (pretraining: train_time_s, the
-                  pretraining time summed over resumes; the probe's L2)
+                  pretraining time summed over resumes, devices and
+                  processes of the run, backbone_params; the probe's L2)
   created         UTC timestamp, ISO 8601
 """
 

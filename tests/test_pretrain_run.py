@@ -271,11 +271,16 @@ def test_batch_larger_than_dataset_is_a_user_error(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
-def test_param_count_reported(tmp_path, capsys):
+def test_param_and_device_counts_reported(tmp_path, capsys):
   c = tiny_config()
   c.train_steps = 1
   c.eval.enabled = False
-  pretrain.train_and_evaluate(c, str(tmp_path / "run"))
+  results = pretrain.train_and_evaluate(c, str(tmp_path / "run"))
   setup = pretrain.TrainSetup(c)
   n = state_lib.count_params(setup.abstract_state.params["backbone"])
   assert f"({n:,} backbone params)" in capsys.readouterr().out
+  # What a sweep report plots against (accuracy vs size, throughput vs
+  # devices).
+  assert results["details"]["backbone_params"] == n
+  assert results["details"]["devices"] == jax.device_count()
+  assert results["details"]["processes"] == 1

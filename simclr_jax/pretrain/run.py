@@ -102,7 +102,7 @@ def train_and_evaluate(
     config=config,
     time_s=clock.elapsed_s,
     total_time_s=clock.total_time_s,
-    details={"train_time_s": round(clock.train_time_s, 1)},
+    details=_details(clock, state),
   )
   results_lib.write(workdir, out)
   clock.save()
@@ -156,6 +156,17 @@ def _open_checkpointer(
     workdir, run.source.to_json_best_effort(), signature
   )
   return ckpt
+
+
+def _details(clock: results_lib.RunClock, state: Any) -> dict[str, Any]:
+  """results.json's pretraining details: time, devices, model size (what a
+  sweep report plots against)."""
+  return {
+    "train_time_s": round(clock.train_time_s, 1),
+    "devices": jax.device_count(),
+    "processes": jax.process_count(),
+    "backbone_params": count_params(state.params["backbone"]),
+  }
 
 
 def _eval_settings(config: Any) -> Any:
