@@ -82,6 +82,10 @@ SKIP = {
   "main configs/imagenet.py runs/r50": "several GPUs",
   # One process per host of a cluster, waiting for its coordinator.
   "main configs/imagenet.py /shared/run": "multi-host",
+  # Six CIFAR-10 trainings (about 40 minutes); tests/test_sweep_runner.py
+  # runs a tiny sweep through the same run and report commands.
+  "sweep run": "real CIFAR-10 sweep",
+  "sweep report": "report of that sweep",
 }
 # Other commands in the bash blocks. mkdir and tar run as written (they
 # unpack the stand-in archive); the set-up commands are what made the
@@ -213,6 +217,8 @@ def _key(argv: list[str]) -> str:
     return f"{key} {source}" if source else key
   if module == "plots":
     return " ".join(["plots", *(a for a in argv[3:] if not a.startswith("-"))])
+  if module == "sweep":
+    return f"sweep {argv[3]}"
   return module
 
 
