@@ -1,4 +1,4 @@
-"""Batch size x epochs on real CIFAR-10 at 16 px, on a 2-core CPU (about 40
+"""Batch size x epochs on real CIFAR-10 at 16 px, on a 2-core CPU (about 32
 minutes for all six points; docs/scaling.md has the report).
 
   python -m simclr_jax.sweep run configs/sweeps/cifar10_cpu_batch_epochs.py \
