@@ -92,13 +92,11 @@ def measure(
     f"--steps={steps}", "--config", config, f"--config.batch_size={batch}",
   ] + [f"--config.{k}={v}" for k, v in overrides.items()]  # fmt: skip
   start = time.monotonic()
-  proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+  result = suite._run(cmd, env=env)
   wall = time.monotonic() - start
-  lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-  if proc.returncode or not lines:
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    raise RuntimeError(f"{' '.join(cmd)} failed: {' / '.join(tail)}")
-  return json.loads(lines[-1]), cmd, wall
+  if "error" in result:
+    raise RuntimeError(f"{' '.join(cmd)} failed: {result['error']}")
+  return result, cmd, wall
 
 
 def add_efficiency(rows: list[dict]) -> None:
@@ -191,6 +189,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
   p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
   p.add_argument("--dry_run", action="store_true")
   args = p.parse_args(argv)
+  args.config = os.path.abspath(args.config)  # measurements run from ROOT
   args.devices = [int(n) for n in args.devices.split(",")]
   args.overrides = dict(o.split("=", 1) for o in args.override)
   if args.dry_run:

@@ -53,9 +53,10 @@ PACKAGES = (
 )
 
 
-def _run(cmd: list[str]) -> dict[str, Any]:
-  """Runs a benchmark process; its last stdout line is a JSON object."""
-  proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+def _run(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+  """Runs a benchmark process (in `env`, default ours); its last stdout
+  line is a JSON object."""
+  proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
   lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
   if proc.returncode or not lines:
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]

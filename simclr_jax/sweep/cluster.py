@@ -35,10 +35,6 @@ class SlurmOptions:
   setup: str = ""  # shell line run before training, e.g. activating a venv
 
 
-def _quoted(cmd: Sequence[str]) -> str:
-  return " ".join(shlex.quote(c) for c in cmd)
-
-
 def _default_setup() -> str:
   return f"cd {shlex.quote(os.getcwd())} && . .venv/bin/activate"
 
@@ -79,7 +75,7 @@ def slurm_script(
   ]
   for i, p in enumerate(points):
     done = shlex.quote(os.path.join(sweepdir, p.name, "results.json"))
-    cmd = _quoted(p.command(sweep.base_config, sweepdir))
+    cmd = shlex.join(p.command(sweep.base_config, sweepdir))
     lines += [
       f"  {i})  # {p.name}",
       f"    if [ -f {done} ]; then echo 'point {p.name} is done'; exit 0; fi",
@@ -112,7 +108,7 @@ def tpu_script(
     ': "${TPU_NAME:?set TPU_NAME}" "${ZONE:?set ZONE}"',
   ]
   for i, p in enumerate(points, 1):
-    remote = f"{setup} && {_quoted(p.command(sweep.base_config, sweepdir))}"
+    remote = f"{setup} && {shlex.join(p.command(sweep.base_config, sweepdir))}"
     lines += [
       f"echo '[sweep {i}/{len(points)}] {p.name}'",
       'gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" '

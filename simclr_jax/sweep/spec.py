@@ -152,10 +152,14 @@ def _base_config(path: str, given: Any) -> str:
       "defining get_config())"
     )
   given = os.path.expanduser(given)
-  beside = os.path.normpath(os.path.join(os.path.dirname(path), given))
-  for candidate in (given, beside) if os.path.isabs(given) else (beside, given):
-    if os.path.isfile(candidate):
-      return os.path.relpath(candidate) if not os.path.isabs(given) else given
+  if os.path.isabs(given):
+    if os.path.isfile(given):
+      return given
+  else:
+    beside = os.path.normpath(os.path.join(os.path.dirname(path), given))
+    for candidate in (beside, given):
+      if os.path.isfile(candidate):
+        return os.path.relpath(candidate)
   raise UserError(
     f"sweep file {path}: base_config {given!r} is neither a file next to "
     "the sweep file nor relative to the current directory"
