@@ -311,3 +311,30 @@ def test_prefetch_stops_cleanly():
     t.name == "prefetch_to_device" and t.is_alive()
     for t in threading.enumerate()
   )
+
+
+def test_prefetch_forwards_unreadable_skipped():
+  """The count of the wrapped iterator as of each batch handed out (not of
+  the batches queued ahead), and 0 for an iterator without one."""
+
+  class Counting:
+    def __init__(self):
+      self.unreadable_skipped, self._source = 0, _train()
+
+    def __iter__(self):
+      return self
+
+    def __next__(self):
+      self.unreadable_skipped += 1
+      return next(self._source)
+
+  it = data.prefetch_to_device(Counting(), _sharding(), size=3)
+  assert it.unreadable_skipped == 0
+  for step in range(1, 5):
+    next(it)
+    assert it.unreadable_skipped == step
+  it.close()
+  plain = data.prefetch_to_device(iter(_take(_train(), 2)), _sharding())
+  next(plain)
+  assert plain.unreadable_skipped == 0
+  assert _train().unreadable_skipped == 0  # builtin data: nothing to skip

@@ -196,12 +196,21 @@ def test_folder_errors(folder, tmp_path):
   _raises("unknown data source", data.dataset_info, data_config(source="s3"))
 
 
-def test_corrupt_file_is_named(tmp_path):
+def test_corrupt_file_is_skipped_in_training_and_named_up_front(tmp_path):
+  """More in test_data_unreadable.py."""
   _save(f"{tmp_path}/train/a/good.png", "RGB", (8, 8), RED)
   (tmp_path / "train" / "a" / "broken.jpg").write_bytes(b"\xff\xd8garbage")
-  cfg = data_config(source="folder", data_dir=str(tmp_path), eval_split="")
+  cfg = data_config(
+    source="folder", data_dir=str(tmp_path), eval_split="", image_size=8
+  )
+  _raises(r"1 of 2 image files.*broken\.jpg", data.dataset_info, cfg)
   batches = data.train_batches(cfg, global_batch_size=2, seed=0)
-  _raises(r"cannot decode image file .*broken\.jpg", next, batches)
+  for epoch in range(1, 3):  # the good image fills the broken one's place
+    batch = next(batches)
+    np.testing.assert_array_equal(batch["image"], batch["image"][::-1])
+    assert batches.unreadable_skipped == epoch
+  images, _ = _all(cfg, "train")
+  assert len(images) == 1
 
 
 def test_cached_folder_serves_train_and_eval_passes(folder):

@@ -35,6 +35,10 @@ class DataConfig:
   # Data order = S reader shards (pipeline.train_batches; 0: one per
   # process); a fixed S keeps the order across process and device counts.
   num_shards: int = 0
+  # Image folders: before training, a fixed sample of each split (all of it
+  # up to 256 files) is decoded, and a split with more than this fraction
+  # unreadable is refused; training skips (and counts) unreadable files.
+  max_unreadable_fraction: float = 0.01
 
   @property
   def host_image_size(self) -> int:

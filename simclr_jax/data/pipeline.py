@@ -19,16 +19,25 @@ are identical for every P that divides S. Resuming at `start_step` jumps
 every stream straight to the right epoch and skips only the examples already
 used inside it. The shuffle buffer, `shuffle_buffer` examples in all, is
 split evenly between the S shards (a process holds its shards' part).
+
+Unreadable files (folder source) are dropped where they are decoded, and
+every epoch of a reader shard is brought back to the shard's full length:
+after its readable examples come, one per dropped file, its first readable
+examples again, flagged (`_full_epoch`). So an epoch is n examples long
+whatever is unreadable, the fast-forward above needs no decoding to find
+the right place, and a resumed stream is exactly the uninterrupted one;
+`TrainBatches.unreadable_skipped` counts the flagged examples yielded.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from simclr_jax.data import batches as batches_lib
 from simclr_jax.data import sources
 from simclr_jax.errors import UserError
 
@@ -100,7 +109,7 @@ def train_batches(
   process_count: int = 1,
   start_step: int = 0,
   num_shards: int | None = None,
-) -> Iterator[dict[str, np.ndarray]]:
+) -> batches_lib.TrainBatches:
   """Infinite, shuffled batches {'image': uint8 (B, S, S, 3), 'label': int32}.
 
   B = global_batch_size // process_count: this process's rows of the global
@@ -110,7 +119,10 @@ def train_batches(
   that divides it. Incomplete batches never occur (the stream is infinite),
   each epoch is reshuffled deterministically from `seed`, and `start_step=k`
   yields exactly what the uninterrupted iterator yields from its k-th batch
-  on.
+  on. A file that cannot be read or decoded is skipped: its place in the
+  epoch goes to a repeat of a readable image of the same epoch (see the
+  module docstring), and the returned iterator's `unreadable_skipped` (int)
+  counts those places in the batches it has yielded (this process only).
   """
   local_batch_size(global_batch_size, process_count)
   if start_step < 0:
@@ -151,14 +163,15 @@ def shard_batches(
   shuffle_buffer: int,
   start_step: int = 0,
   split: str = "train",
-) -> Iterator[dict[str, np.ndarray]]:
+) -> batches_lib.TrainBatches:
   """This process's rows of endless global batches from given reader shards.
 
   `shards` are reader shards `first_index`, `first_index + 1`, ... of
   `num_shards` (e.g. a label subset split over processes: one shard per
   process); each gives B/num_shards rows per batch, as `train_batches`
   describes. `shuffle_buffer` is the total over all shards (<= 1: no
-  shuffling).
+  shuffling). The iterator counts skipped unreadable images
+  (`unreadable_skipped`), as `train_batches` says.
   """
   if global_batch_size % num_shards:
     raise UserError(
@@ -190,7 +203,8 @@ def shard_batches(
       }
     )
   ds = ds.prefetch(tf.data.AUTOTUNE)
-  return _numpy_batches(ds, tuple(f for shard in shards for f in shard.files))
+  files = tuple(f for shard in shards for f in shard.files)
+  return batches_lib.TrainBatches(ds, files)
 
 
 def _reader_stream(
@@ -208,7 +222,8 @@ def _reader_stream(
 
   Epoch e is the shard shuffled with a seed from (seed, index, e), through a
   shuffle buffer of `buffer` examples (or the source's full reshuffle); 0:
-  every epoch in the shard's fixed order.
+  every epoch in the shard's fixed order. Epochs of a shard that drops
+  unreadable files are filled back to n examples (`_full_epoch`).
   """
   n = shard.num_examples
   if n == 0:
@@ -225,7 +240,7 @@ def _reader_stream(
     np.random.SeedSequence([seed, index]).generate_state(1)[0]
   ) % (2**31 - 1)
 
-  def epoch(e):
+  def shuffled(e):
     epoch_seed = (seed_base + e * 1_000_003) % (2**31 - 1)
     if not shuffle:
       return base
@@ -233,10 +248,41 @@ def _reader_stream(
       return shard.reshuffled(epoch_seed)
     return base.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
 
+  def epoch(e):
+    if shard.skips_unreadable:
+      return _full_epoch(lambda: shuffled(e), n)
+    return shuffled(e)
+
   ds = tf.data.Dataset.range(first_epoch, _MAX_EPOCHS).flat_map(epoch)
   # Each stream fills ahead on its own, so a process's shards decode in
   # parallel rather than one after the other.
   return ds.skip(skip).batch(block, drop_remainder=True).prefetch(1)
+
+
+def _full_epoch(make: Callable[[], tf.data.Dataset], n: int) -> tf.data.Dataset:
+  """One epoch of a shard of n files, unreadable ones dropped, filled back
+  to exactly n examples, each flagged `batches.UNREADABLE_KEY`.
+
+  `make()` builds the epoch (a fixed order, unreadable files dropped). Its
+  readable examples come first (flag 0); then, one per dropped file, its
+  readable examples again from the start (flag 1), so the fillers are the
+  same in every run. An epoch with no readable example fails
+  (assert_cardinality) rather than looping forever. The two passes are
+  built apart: with one dataset node shared by both, tf.data's
+  shuffle-and-repeat fusion loses the flags.
+  """
+
+  @tf.autograph.experimental.do_not_convert
+  def real(ex):
+    return {**ex, batches_lib.UNREADABLE_KEY: tf.constant(0, tf.int32)}
+
+  @tf.autograph.experimental.do_not_convert
+  def filler(ex):
+    return {**ex, batches_lib.UNREADABLE_KEY: tf.constant(1, tf.int32)}
+
+  # Nothing of the second part is read when no file was dropped.
+  full = make().map(real).concatenate(make().repeat().map(filler)).take(n)
+  return full.apply(tf.data.experimental.assert_cardinality(n))
 
 
 def eval_batches(
@@ -246,86 +292,25 @@ def eval_batches(
   global_batch_size: int,
   process_index: int = 0,
   process_count: int = 1,
-) -> Iterator[dict[str, np.ndarray]]:
+) -> batches_lib.EvalBatches:
   """One ordered pass over `split`, padded to full batches.
 
   Every batch has 'image', 'label' and 'mask' (True for real examples);
   padding is zeros with label -1. All processes yield the same number of
   batches (enough for the largest shard), so collective steps never hang.
+  Unreadable files (folder source) are skipped, not raised: they are not
+  in any batch, so masks count only the real images, and the iterator's
+  `unreadable_skipped` gives (and a warning logs) how many were left out
+  once the pass has read its data.
   """
   local = local_batch_size(global_batch_size, process_count)
   shard = _shard(cfg, split, process_index, process_count)
-  num_batches = -(-shard.max_shard_examples // local)
-  ds = shard.dataset.batch(local).prefetch(tf.data.AUTOTUNE)
-  size = cfg.host_image_size
-
-  def gen():
-    produced = 0
-    for batch in _numpy_batches(ds, shard.files):
-      yield _pad(batch, local)
-      produced += 1
-    empty = {
-      "image": np.zeros((0, size, size, 3), np.uint8),
-      "label": np.zeros((0,), np.int32),
-    }
-    for _ in range(num_batches - produced):
-      yield _pad(empty, local)
-
-  return gen()
-
-
-def _pad(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-  n = len(batch["label"])
-  mask = np.arange(size) < n
-  if n == size:
-    return {**batch, "mask": mask}
-  image = np.zeros((size,) + batch["image"].shape[1:], np.uint8)
-  image[:n] = batch["image"]
-  label = np.full((size,), -1, np.int32)
-  label[:n] = batch["label"]
-  return {"image": image, "label": label, "mask": mask}
-
-
-def _numpy_batches(
-  ds: tf.data.Dataset,
-  files: tuple[str, ...],
-) -> Iterator[dict[str, np.ndarray]]:
-  """Iterates as numpy; a file that fails to decode becomes a UserError.
-
-  `files` are the image files `ds` reads (folder source), searched for the
-  culprit on the error path.
-  """
-  it = ds.as_numpy_iterator()
-  while True:
-    try:
-      batch = next(it)
-    except StopIteration:
-      return
-    except tf.errors.OpError:
-      bad = _find_bad_file(files) if files else None
-      if bad is None:
-        raise
-      path, reason = bad
-      raise UserError(
-        f"cannot decode image file {path} ({reason}); delete or replace "
-        "it: every file with an image extension under data_dir must be a "
-        "readable image"
-      ) from None
-    yield {
-      "image": batch["image"],
-      "label": np.asarray(batch["label"], np.int32),
-    }
-
-
-def _find_bad_file(paths: tuple[str, ...]) -> tuple[str, str] | None:
-  """Returns (path, reason) of the first file that cannot be decoded.
-
-  Used on the error path only, to name the corrupt file.
-  """
-  for path in paths:
-    try:
-      sources.decode_file(tf.constant(path), 8)
-    except (tf.errors.OpError, ValueError) as e:
-      reason = getattr(e, "message", str(e)).strip().splitlines()[0]
-      return path, reason[:200]
-  return None
+  return batches_lib.EvalBatches(
+    shard.dataset.batch(local).prefetch(tf.data.AUTOTUNE),
+    shard.files,
+    size=local,
+    num_batches=-(-shard.max_shard_examples // local),
+    num_examples=shard.num_examples,
+    image_size=cfg.host_image_size,
+    split=split,
+  )

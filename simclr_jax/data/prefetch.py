@@ -25,6 +25,12 @@ def prefetch_to_device(
   consumer after the batches that preceded it. `close()` on the result (or
   garbage collection, or exhausting it) stops the thread and closes
   `iterator`.
+
+  The result's `unreadable_skipped` (int) is the wrapped iterator's
+  attribute of that name (`pipeline.train_batches`: unreadable images
+  skipped), as it stood when the batch last returned was read, so it counts
+  the batches handed out, not those queued ahead; 0 for an iterator
+  without one.
   """
   return _Prefetcher(
     iterator, functools.partial(sharding_lib.to_global, sharding=sharding), size
@@ -44,6 +50,7 @@ class _Prefetcher(Iterator[dict[str, Any]]):
     self._queue: queue.Queue = queue.Queue(maxsize=size)
     self._stop = threading.Event()
     self._done = False
+    self._skipped = 0
     self._thread = threading.Thread(
       target=_produce,
       args=(iterator, transform, self._queue, self._stop),
@@ -55,13 +62,19 @@ class _Prefetcher(Iterator[dict[str, Any]]):
   def __next__(self) -> dict[str, Any]:
     if self._done:
       raise StopIteration
-    kind, item = self._queue.get()
+    kind, item, skipped = self._queue.get()
     if kind == "ok":
+      self._skipped = skipped
       return item
     self.close()
     if kind == "end":
       raise StopIteration
     raise item
+
+  @property
+  def unreadable_skipped(self) -> int:
+    """The wrapped iterator's count as of the last batch returned."""
+    return self._skipped
 
   def close(self) -> None:
     """Stops the producer thread and waits for it (briefly); idempotent."""
@@ -89,11 +102,12 @@ def _produce(
 
   try:
     for batch in iterator:
-      if not put(("ok", transform(batch))):
+      skipped = int(getattr(iterator, "unreadable_skipped", 0))
+      if not put(("ok", transform(batch), skipped)):
         return
-    put(("end", None))
+    put(("end", None, 0))
   except BaseException as e:  # pylint: disable=broad-except
-    put(("error", e))
+    put(("error", e, 0))
   finally:
     close = getattr(iterator, "close", None)
     if close is not None:

@@ -8,9 +8,9 @@ crops that read from these S x S squares, run later on the accelerator.
 
 Every source implements `base.Source` and is registered by name; this module
 dispatches on `DataConfig.source` through that registry. A corrupt image file
-(folder source) fails lazily inside tf.data; the pipeline then names it in a
-`UserError` (see `pipeline.py`) rather than skipping it silently or dying with
-a tf.data traceback.
+(folder source) is dropped inside tf.data; training fills and counts its place
+(see `pipeline.py`), and `dataset_info` refuses a folder that is mostly
+unreadable with a `UserError` naming bad files (see `readable.py`).
 """
 
 from __future__ import annotations

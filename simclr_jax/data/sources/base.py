@@ -38,6 +38,10 @@ class Shard:
   # seed -> the shard fully shuffled (file names, before decoding); used
   # instead of a shuffle buffer when not cached.
   reshuffled: Callable[[tf.Tensor], tf.data.Dataset] | None = None
+  # True (folder): files that cannot be read or decoded are dropped, so a
+  # pass may yield fewer than num_examples; the pipeline fills and counts
+  # their places in training (`pipeline._full_epoch`).
+  skips_unreadable: bool = False
 
 
 class Source(abc.ABC):

@@ -7,9 +7,10 @@ alone have no eval split. Images directly in a split folder are unlabelled.
 Labels and `select` index the sorted file list; `shard` reads a fixed
 pseudo-random permutation of it, so that contiguous process shards, shuffle
 buffers and eval batches all mix classes even though files are stored
-class by class. Files are
-decoded lazily in tf.data; `Shard.files` lets the pipeline name a corrupt
-one.
+class by class. Files are decoded lazily in tf.data; one that cannot be
+read or decoded is dropped there (`ignore_errors`) and the pipeline fills
+and counts its place, while `info` first decodes a sample of each split and
+refuses one that is mostly unreadable (`readable.check_sample`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import tensorflow as tf
 
 from simclr_jax.data.sources import base
 from simclr_jax.data.sources import images
+from simclr_jax.data.sources import readable
 from simclr_jax.errors import UserError
 
 
@@ -189,7 +191,9 @@ def _file_shard(
   files = tf.data.Dataset.from_tensor_slices({"path": paths, "label": labels})
 
   def decode(ds):
-    return images.decode_paths(ds, size)
+    # Unreadable files are dropped here; `skips_unreadable` tells the
+    # pipeline to fill and count their places.
+    return images.decode_paths(ds, size).ignore_errors()
 
   def reshuffled(seed):
     return decode(
@@ -199,12 +203,31 @@ def _file_shard(
     )
 
   return base.Shard(
-    decode(files), len(mine), max_shard, tuple(p for p, _ in mine), reshuffled
+    decode(files),
+    len(mine),
+    max_shard,
+    tuple(p for p, _ in mine),
+    reshuffled,
+    skips_unreadable=True,
   )
 
 
+def _check_readable(cfg: base.DataConfig, split: str) -> None:
+  """Refuses a split whose sampled files are too often unreadable
+  (`readable.check_sample`, at most `data.max_unreadable_fraction`)."""
+  paths = tuple(p for p, _ in _files(cfg, split))
+  where = f"split {split!r} of {_split_dir(cfg, split)}"
+  readable.check_sample(paths, where, cfg.max_unreadable_fraction)
+
+
 class FolderSource(base.Source):
-  """Image files under `cfg.data_dir`; class = first-level sub-folder."""
+  """Image files under `cfg.data_dir`; class = first-level sub-folder.
+
+  Unreadable files (empty, not an image, truncated, no permission) are
+  dropped where they are decoded (`ignore_errors`): training skips and
+  counts them (`pipeline.train_batches`), evaluation passes leave them out.
+  `info` refuses a split that is mostly unreadable (`_check_readable`).
+  """
 
   name = "folder"
 
@@ -213,8 +236,17 @@ class FolderSource(base.Source):
       raise UserError(
         "source 'folder' needs data_dir: the root of root/<split>/<class>/*.jpg"
       )
+    fraction = cfg.max_unreadable_fraction
+    if not (isinstance(fraction, (int, float)) and 0 <= fraction <= 1):
+      raise UserError(
+        f"data.max_unreadable_fraction must be in [0, 1] (e.g. 0.01: refuse "
+        f"a folder with more than 1% unreadable images), got {fraction!r}"
+      )
 
   def info(self, cfg: base.DataConfig) -> base.DatasetInfo:
+    """Sizes and classes; first decodes a sample of each split's files
+    (`_check_readable`: a second or so), so that a folder that is mostly
+    unreadable fails here, before a run directory exists."""
     num_train = len(_files(cfg, cfg.train_split))
     root, flat = _root(cfg)
     if flat:  # held out of the train split's classes, if it has any
@@ -222,6 +254,9 @@ class FolderSource(base.Source):
     else:
       num_eval = len(_files(cfg, cfg.eval_split)) if cfg.eval_split else 0
     names = _classes(cfg)
+    _check_readable(cfg, cfg.train_split)
+    if num_eval:
+      _check_readable(cfg, cfg.eval_split)
     return base.DatasetInfo(num_train, num_eval, len(names), names)
 
   def num_examples(self, cfg: base.DataConfig, split: str) -> int:
