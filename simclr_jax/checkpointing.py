@@ -9,11 +9,14 @@ through a restore or silently mixing runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from typing import Any
+from typing import Any, Iterator
 
+from etils import epath
 import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 from simclr_jax.errors import UserError
@@ -98,6 +101,12 @@ def write_run_config(workdir: str, config_json: str, signature: dict) -> None:
   os.replace(tmp, path)
 
 
+def _first_line(e: BaseException) -> str:
+  """The gist of an orbax/TensorStore error (their messages run long)."""
+  text = str(e).split("See full TensorStore details")[0].strip()
+  return text.splitlines()[0].strip() if text else repr(e)
+
+
 class CheckpointMismatch(UserError):
   """A checkpoint whose tree does not fit the restore target; `detail` is
   orbax's reason, for callers that give their own advice."""
@@ -122,12 +131,14 @@ class Checkpointer:
   ):
     self.directory = resolve_path(os.path.join(workdir, "checkpoints"))
     self.every_steps = every_steps
-    self._manager = ocp.CheckpointManager(
-      self.directory,
-      options=ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, enable_async_checkpointing=async_save
-      ),
+    self._options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep, create=True, enable_async_checkpointing=async_save
     )
+    self._writing: int | None = None  # the step of a write in flight
+    self._manager = self._open()
+
+  def _open(self) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(self.directory, options=self._options)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -139,8 +150,8 @@ class Checkpointer:
       return self._manager.restore(
         step, args=ocp.args.StandardRestore(abstract_state)
       )
-    except (ValueError, KeyError, TypeError) as e:
-      first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+    except Exception as e:  # pylint: disable=broad-except
+      first = _first_line(e)
       raise CheckpointMismatch(
         f"the checkpoint at {self.directory}/{step} does not "
         f"fit this config ({first[:300]}); use a new --workdir "
@@ -148,19 +159,101 @@ class Checkpointer:
         detail=first[:300],
       ) from None
 
+  def restore_newest_intact(
+    self, abstract_state: Any
+  ) -> tuple[Any, int] | None:
+    """(state, step) of the newest checkpoint that restores; None if there
+    is none. Newer ones that fail (damaged: missing, truncated or garbled
+    files) are moved to `checkpoints_damaged/` beside `checkpoints/`, kept
+    for inspection, and reported on stdout; if none restores, a UserError
+    (a CheckpointMismatch when all fail alike: another config)."""
+    failed: list[tuple[int, CheckpointMismatch]] = []
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        state = self.restore(abstract_state, step)
+      except CheckpointMismatch as e:
+        failed.append((step, e))
+        self._manager.close()  # it may have cached what it read of `step`
+        self._manager = self._open()
+        continue
+      if failed:
+        self._set_aside(failed, step)
+      return state, step
+    if not failed:
+      return None
+    if len({e.detail.replace(str(s), "#") for s, e in failed}) == 1:
+      raise failed[0][1]
+    reasons = "; ".join(f"step {s}: {e.detail[:120]}" for s, e in failed[:3])
+    raise UserError(
+      f"no checkpoint in {self.directory} can be restored ({reasons}); "
+      "nothing was changed: restore the directory from a backup, or move it "
+      "away to start again."
+    )
+
+  def _set_aside(self, failed: list, good: int) -> None:
+    """Moves damaged steps out of the manager's sight (process 0), so that
+    keep-N and `latest_step` see only intact ones; reopens the manager."""
+    aside = epath.Path(self.directory).parent / "checkpoints_damaged"
+    if jax.process_index() == 0:
+      aside.mkdir(parents=True, exist_ok=True)
+      for step, e in failed:
+        target = aside / str(step)
+        n = 1
+        while target.exists():
+          target, n = aside / f"{step}.{n}", n + 1
+        (epath.Path(self.directory) / str(step)).rename(target)
+        print(
+          f"warning: checkpoint {step} in {self.directory} is damaged "
+          f"({e.detail[:200]}); moved it to {target} and resumed from step "
+          f"{good}.",
+          flush=True,
+        )
+    multihost_utils.sync_global_devices("simclr_jax.checkpoints_set_aside")
+    self._manager.close()
+    self._manager = self._open()
+
   def maybe_save(self, step: int, state: Any, force: bool = False) -> bool:
+    """Saves `step` when due (or `force`); False if not due or already
+    saved. A failed write (disk full, lost permissions) is a UserError that
+    says the checkpoints before it are intact."""
     if not force and step % self.every_steps:
       return False
     if self._manager.latest_step() == step:
       return False
-    return self._manager.save(
-      step, args=ocp.args.StandardSave(state), force=True
-    )
+    with self._write_errors(step):
+      saved = self._manager.save(
+        step, args=ocp.args.StandardSave(state), force=True
+      )
+    self._writing = step
+    return saved
+
+  @contextlib.contextmanager
+  def _write_errors(self, step: int) -> Iterator[None]:
+    """Turns an error of the write of `step` (or of the previous async
+    write, which surfaces here) into one clear UserError."""
+    try:
+      yield
+    except UserError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      writing = self._writing if self._writing is not None else step
+      intact = [s for s in self._manager.all_steps() if s < writing]
+      newest = f"step {max(intact)}" if intact else "none yet"
+      raise UserError(
+        f"writing the checkpoint of step {writing} to {self.directory} "
+        f"failed ({_first_line(e)[:200]}); the checkpoints before it are "
+        f"intact (newest: {newest}); free disk space or fix the filesystem, "
+        "then rerun the same command to resume."
+      ) from None
 
   def wait(self) -> None:
     """Blocks until the last save is on disk."""
-    self._manager.wait_until_finished()
+    with self._write_errors(-1):
+      self._manager.wait_until_finished()
+    self._writing = None
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    try:
+      self.wait()
+    finally:
+      self._manager.close()

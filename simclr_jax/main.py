@@ -93,6 +93,18 @@ def _fail(message: str) -> None:
   sys.exit(2)
 
 
+def _stopped(e: KeyboardInterrupt, workdir: str) -> None:
+  """The one line of a run stopped by SIGTERM/SIGINT; exit 130 or 143."""
+  message = str(e.args[0]) if e.args else ""
+  if not message:  # Ctrl-C outside a training loop: nothing half-written
+    message = (
+      f"SIGINT: stopped; everything already saved in {workdir} is kept; "
+      "rerun the same command to continue."
+    )
+  print(message, file=sys.stderr, flush=True)
+  sys.exit(getattr(e, "exit_status", 130))
+
+
 def _one_line(e: BaseException) -> str:
   text = str(e.args[0]) if e.args else str(e)
   lines = [l.strip() for l in text.replace("\\n", "\n").splitlines()]
@@ -239,6 +251,8 @@ def main(argv: list[str]) -> None:
       downstream.run(config, workdir, overrides=sorted(given))
   except UserError as e:
     _fail(str(e))
+  except KeyboardInterrupt as e:  # preemption.Interrupted: saved, one line
+    _stopped(e, workdir)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import time
 from typing import Callable, Mapping
@@ -21,6 +22,8 @@ import jax
 from simclr_jax.training.input_wait import INPUT_WAIT_KEY
 
 METRICS_FILE = "metrics.jsonl"
+# Images this process skipped so far because they could not be decoded.
+UNREADABLE_KEY = "unreadable_skipped"
 
 
 def format_duration(seconds: float) -> str:
@@ -35,6 +38,18 @@ def print_main(message: str) -> None:
   progress line and warning of a run is printed)."""
   if jax.process_index() == 0:
     print(message, flush=True, file=sys.stdout)
+
+
+def resume_hint(call: str) -> str:
+  """How to run this job again: "rerun `python -m simclr_jax.X ...`" when it
+  was started from the command line, else "call CALL again with ..."."""
+  argv0 = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+  package = os.path.dirname(os.path.abspath(__file__))
+  if os.path.dirname(argv0) == package and argv0.endswith(".py"):
+    module = os.path.splitext(os.path.basename(argv0))[0]
+    argv = ["python", "-m", f"simclr_jax.{module}", *sys.argv[1:]]
+    return f"rerun `{shlex.join(argv)}`"
+  return f"call {call} again with the same config and workdir"
 
 
 class Reporter:
@@ -98,6 +113,8 @@ class Reporter:
         parts.append(f"{key} {metrics[key]:.4g}")
     if INPUT_WAIT_KEY in metrics:  # a share: two decimals read best
       parts.append(f"{INPUT_WAIT_KEY} {metrics[INPUT_WAIT_KEY]:.2f}")
+    if metrics.get(UNREADABLE_KEY):
+      parts.append(f"{int(metrics[UNREADABLE_KEY])} unreadable images skipped")
     if self._rate:
       eta = (self.total_steps - step) / self._rate
       parts.append(f"{scalars['images_per_sec']:.0f} img/s")
@@ -120,6 +137,11 @@ class Reporter:
       f.write(json.dumps(record) + "\n")
     if self.on_report is not None:
       self.on_report(int(step), {k: float(v) for k, v in scalars.items()})
+
+  def flush(self) -> None:
+    """Puts what was written so far in the TensorBoard files."""
+    if self._writer is not None:
+      self._writer.flush()
 
   def close(self) -> None:
     if self._writer is not None:

@@ -25,7 +25,9 @@ fine-tuning modes):
                   after a preemption included), seconds
   details         mode-specific extras (pretraining: train_time_s, the
                   pretraining time summed over resumes, devices and
-                  processes of the run, backbone_params; the probe's L2)
+                  processes of the run, backbone_params,
+                  unreadable_skipped: training images the last invocation
+                  skipped as undecodable; the probe's L2)
   created         UTC timestamp, ISO 8601
 """
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -138,3 +139,119 @@ def test_resolve_path(tmp_path, monkeypatch):
   # Unset stays unset; URLs (gs://...) are not local paths.
   assert checkpointing.resolve_path("") == ""
   assert checkpointing.resolve_path("gs://bucket/run") == "gs://bucket/run"
+
+
+# ------------------------------------------------------------ integrity ---
+
+
+def _three_steps(tmp_path):
+  """A run dir with checkpoints 1, 2, 3 of {'w': step * ones}; the
+  abstract state to restore into."""
+  state = {"w": jnp.ones((64,)), "b": jnp.zeros((3, 3))}
+  ckpt = checkpointing.Checkpointer(str(tmp_path), keep=5, every_steps=1)
+  for step in (1, 2, 3):
+    ckpt.maybe_save(step, jax.tree.map(lambda x: x + step, state))
+  ckpt.close()
+  abstract = jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
+  )
+  return tmp_path / "checkpoints", abstract
+
+
+def _files(step_dir):
+  return sorted(p for p in step_dir.rglob("*") if p.is_file())
+
+
+def _truncate(path):
+  path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _named(name, change):
+  def damage(step_dir):
+    paths = [p for p in _files(step_dir) if p.name == name]
+    assert paths, name
+    for p in paths:
+      change(p)
+
+  return damage
+
+
+# What a failing disk or a half-copied directory leaves (each one makes
+# orbax's restore fail; many other single files are not needed to restore).
+DAMAGE = {
+  "garbled array index": _named(
+    "manifest.ocdbt", lambda p: p.write_bytes(b"\x00garbage")
+  ),
+  "truncated array index": _named("manifest.ocdbt", _truncate),
+  "truncated tree metadata": _named("_METADATA", _truncate),
+  "missing item": lambda d: shutil.rmtree(d / "default"),
+  "emptied": lambda d: [p.unlink() for p in _files(d)],
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_newest_checkpoint_falls_back(tmp_path, capsys, damage):
+  ckpts, abstract = _three_steps(tmp_path)
+  DAMAGE[damage](ckpts / "3")
+  ckpt = checkpointing.Checkpointer(str(tmp_path), keep=5, every_steps=1)
+  state, step = ckpt.restore_newest_intact(abstract)
+  assert step == 2
+  np.testing.assert_array_equal(state["w"], np.full((64,), 3.0))
+  out = capsys.readouterr().out
+  assert "warning: checkpoint 3 in" in out and "resumed from step 2" in out
+  # Kept for inspection, out of the way of keep-N and the next saves.
+  assert (tmp_path / "checkpoints_damaged" / "3").is_dir()
+  assert ckpt.latest_step() == 2
+  assert ckpt.maybe_save(3, state)
+  ckpt.close()
+
+
+def test_no_intact_checkpoint_is_one_error_that_changes_nothing(tmp_path):
+  ckpts, abstract = _three_steps(tmp_path)
+  DAMAGE["truncated array index"](ckpts / "3")
+  DAMAGE["truncated tree metadata"](ckpts / "2")
+  DAMAGE["emptied"](ckpts / "1")
+  before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+  ckpt = checkpointing.Checkpointer(str(tmp_path), keep=5, every_steps=1)
+  with pytest.raises(UserError, match="no checkpoint in .* can be restored"):
+    ckpt.restore_newest_intact(abstract)
+  ckpt.close()
+  after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+  assert after == before
+
+
+def test_no_checkpoint_is_none(tmp_path):
+  ckpt = checkpointing.Checkpointer(str(tmp_path), keep=5, every_steps=1)
+  assert ckpt.restore_newest_intact({"w": jnp.ones(3)}) is None
+  ckpt.close()
+
+
+def test_a_kill_during_a_write_leaves_the_previous_checkpoints(tmp_path):
+  ckpts, abstract = _three_steps(tmp_path)
+  # What a write interrupted by kill -9 leaves: orbax's temporary directory.
+  os.rename(ckpts / "3", ckpts / "3.orbax-checkpoint-tmp-1700000000")
+  ckpt = checkpointing.Checkpointer(str(tmp_path), keep=5, every_steps=1)
+  state, step = ckpt.restore_newest_intact(abstract)
+  assert step == 2
+  ckpt.close()
+
+
+def test_a_failed_write_says_the_earlier_checkpoints_are_intact(
+  tmp_path, monkeypatch
+):
+  _, abstract = _three_steps(tmp_path)
+  ckpt = checkpointing.Checkpointer(str(tmp_path), keep=5, every_steps=1)
+  state, _ = ckpt.restore_newest_intact(abstract)
+
+  def full(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(ckpt._manager, "save", full)
+  with pytest.raises(UserError, match=r"writing the checkpoint of step 4 .*"
+                     r"No space left on device.*intact \(newest: step 3\)"):  # fmt: skip
+    ckpt.maybe_save(4, state)
+  monkeypatch.undo()
+  ckpt.close()
+  again = checkpointing.Checkpointer(str(tmp_path), keep=5, every_steps=1)
+  assert again.restore_newest_intact(abstract)[1] == 3
+  again.close()

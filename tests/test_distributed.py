@@ -2,9 +2,11 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -197,3 +199,48 @@ def test_bad_process_ids(tmp_path, pid, num):
     f"--config.distributed.process_id={pid}",
   )
   assert_one_line_error(proc, "distinct process_id")
+
+
+def _wait_for_line(proc, fragment, timeout=300):
+  """Reads `proc`'s stdout until a line holds `fragment`; the lines read."""
+  lines, deadline = [], time.time() + timeout
+  while time.time() < deadline:
+    line = proc.stdout.readline()
+    if not line:
+      break
+    lines.append(line)
+    if fragment in line:
+      return lines
+  raise AssertionError(f"no {fragment!r} in {''.join(lines)[-2000:]}")
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_all_at_the_same_saved_step(tmp_path):
+  # JAX's preemption service tells every process; they agree on one step,
+  # save it together and exit with the SIGTERM status.
+  steps = 40
+  args = [
+    f"--config.train_steps={steps}",
+    "--config.log_every_steps=1",
+    "--config.checkpoint_every_steps=1000",
+  ]
+  port = _free_port()
+  procs = [_launch(tmp_path, pid, 2, port, *args) for pid in (0, 1)]
+  try:
+    _wait_for_line(procs[0], f"step 3/{steps}")
+    procs[1].send_signal(signal.SIGTERM)
+    outs = [p.communicate(timeout=300) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  saved = sorted(os.listdir(tmp_path / "checkpoints"))
+  assert len(saved) == 1 and 3 <= int(saved[0]) < steps, saved
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 143, err[-3000:]
+    assert "Traceback" not in err
+    last = [l for l in err.splitlines() if l.strip()][-1]
+    assert last.startswith(
+      f"SIGTERM: pretraining stopped after step {saved[0]} of {steps}; "
+      f"saved a checkpoint of step {saved[0]} in "
+    ), err[-2000:]

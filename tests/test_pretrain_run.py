@@ -233,17 +233,23 @@ def _write_folder(root, classes=("cats", "dogs"), per_class=24):
         Image.fromarray(img.astype(np.uint8)).save(d / f"{i}.{ext}")
 
 
-def test_image_folder_run(tmp_path):
+def test_image_folder_run(tmp_path, capsys):
   """A folder run whose host squares (24 px) are larger than the model
-  input (16 px): training views and eval crops are cut from them."""
+  input (16 px): training views and eval crops are cut from them. One
+  training file is corrupt: skipped, counted in the progress line and in
+  results.json."""
   root = tmp_path / "images"
   _write_folder(root)
+  (root / "train" / "cats" / "corrupt.jpg").write_bytes(b"\xff\xd8 not a jpeg")
   c = tiny_config(source="folder", data_dir=str(root), host_size=24)
+  c.data.max_unreadable_fraction = 0.05  # 1 of 49
   c.eval.knn_ks = (5,)
   c.eval.batch_size = 16
   c.train_steps = 2
   results = pretrain.train_and_evaluate(c, str(tmp_path / "run"))
-  assert results["dataset"]["num_train"] == 48
+  assert results["details"]["unreadable_skipped"] >= 1
+  assert "unreadable images skipped" in capsys.readouterr().out
+  assert results["dataset"]["num_train"] == 49
   assert results["dataset"]["num_eval"] == 16
   assert set(results["metrics"]) == {"trained", "random_init"}
   assert results["config"]["data"]["host_size"] == 24

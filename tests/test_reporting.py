@@ -112,3 +112,28 @@ def test_print_main_prints_on_process_zero_only(monkeypatch, capsys):
   monkeypatch.setattr(reporting.jax, "process_index", lambda: 1)
   reporting.print_main("warning: one line")
   assert capsys.readouterr().out == ""
+
+
+def test_unreadable_images_are_in_the_progress_line_when_any(tmp_path, capsys):
+  r = reporting.Reporter(str(tmp_path), total_steps=100, batch_size=64)
+  r.report(10, {"contrastive_loss": 5.5, reporting.UNREADABLE_KEY: 0})
+  r.report(20, {"contrastive_loss": 5.0, reporting.UNREADABLE_KEY: 3})
+  r.close()
+  first, second = capsys.readouterr().out.strip().splitlines()
+  assert "unreadable" not in first
+  assert "3 unreadable images skipped" in second.split(" | ")
+  assert [r[reporting.UNREADABLE_KEY] for r in _records(tmp_path)] == [0, 3]
+
+
+def test_resume_hint_names_the_command_or_the_call(monkeypatch):
+  main = os.path.join(os.path.dirname(reporting.__file__), "main.py")
+  monkeypatch.setattr(
+    reporting.sys, "argv", [main, "--config", "a b.py", "--workdir", "w"]
+  )
+  assert reporting.resume_hint("f") == (
+    "rerun `python -m simclr_jax.main --config 'a b.py' --workdir w`"
+  )
+  monkeypatch.setattr(reporting.sys, "argv", ["ipykernel_launcher.py"])
+  assert reporting.resume_hint("f") == (
+    "call f again with the same config and workdir"
+  )

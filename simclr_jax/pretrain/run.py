@@ -8,11 +8,13 @@ ends with the frozen-encoder evaluation (`simclr_jax.eval.frozen`).
 
 from __future__ import annotations
 
-import json
+import os
 from typing import Any, Callable, Mapping
 
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
+import numpy as np
 
 from simclr_jax import checkpointing
 from simclr_jax import configlib
@@ -22,8 +24,11 @@ from simclr_jax.eval import features as features_lib
 from simclr_jax.eval import frozen
 from simclr_jax.eval import monitor as monitor_lib
 from simclr_jax.eval.base import EvalContext
+from simclr_jax.pretrain import finished as finished_lib
 from simclr_jax.pretrain.setup import TrainSetup
-from simclr_jax.reporting import Reporter, format_duration
+from simclr_jax.reporting import METRICS_FILE, UNREADABLE_KEY, Reporter
+from simclr_jax.reporting import format_duration
+from simclr_jax.reporting import print_main, resume_hint
 from simclr_jax.training import loop
 from simclr_jax.training import profiling
 from simclr_jax.training.state import count_params
@@ -54,12 +59,14 @@ def train_and_evaluate(
   clock = results_lib.RunClock(workdir)
   ckpt = _open_checkpointer(run, workdir, signature)
   latest = ckpt.latest_step()
-  finished = _finished_results(run, workdir, latest, setup.total_steps)
+  finished = finished_lib.stored_results(
+    run, workdir, latest, setup.total_steps
+  )
   if finished is not None:
     ckpt.close()
-    _print_finished(finished, workdir)
+    finished_lib.print_finished(finished, workdir)
     return finished
-  state = _initial_state(setup, ckpt, latest, run.seed)
+  state, latest = _initial_state(setup, ckpt, workdir, run.seed)
   start_step = int(state.step)
   reporter = Reporter(
     workdir,
@@ -77,18 +84,16 @@ def train_and_evaluate(
     setup.model, setup.mesh, run.data.image_size
   )
   after_step = _after_step(
-    monitor_lib.from_config(run, ctx, feature_fn), ckpt, reporter, clock
+    monitor_lib.from_config(run, ctx, feature_fn), reporter
   )
 
   if start_step < setup.total_steps:
-    clock.start_training()
-    trace = profiling.for_run(workdir, run.train.profile_steps)
-    state = _train(run, setup, state, ckpt, reporter, after_step, trace)
-    clock.stop_training()
-    clock.save()
-    reporter.print(_done_line(clock, start_step))
+    state, unreadable = _train(
+      run, setup, state, ckpt, reporter, after_step, clock, workdir
+    )
   else:
     ckpt.close()
+    unreadable = 0
     reporter.print(f"Evaluating the finished run again (step {start_step}).")
 
   metrics = _evaluate(run, setup, ctx, feature_fn, state, reporter)
@@ -102,7 +107,7 @@ def train_and_evaluate(
     config=config,
     time_s=clock.elapsed_s,
     total_time_s=clock.total_time_s,
-    details=_details(clock, state),
+    details=_details(clock, state, unreadable),
   )
   results_lib.write(workdir, out)
   clock.save()
@@ -112,13 +117,20 @@ def train_and_evaluate(
 def _initial_state(
   setup: TrainSetup,
   ckpt: checkpointing.Checkpointer,
-  latest: int | None,
+  workdir: str,
   seed: int,
-) -> Any:
-  """The latest checkpoint restored, or a fresh state (`latest` None)."""
-  if latest is None:
-    return setup.init_state(seed)
-  return ckpt.restore(setup.abstract_state)
+) -> tuple[Any, int | None]:
+  """(state, its step) from the newest intact checkpoint (damaged newer
+  ones are set aside, said on stdout), or a fresh state and None."""
+  restored = ckpt.restore_newest_intact(setup.abstract_state)
+  if restored is not None:
+    return restored
+  if os.path.exists(os.path.join(workdir, METRICS_FILE)):
+    print_main(
+      f"No complete checkpoint in {ckpt.directory}: the earlier invocation "
+      "stopped before its first one; starting again at step 0."
+    )
+  return setup.init_state(seed), None
 
 
 def _evaluate(
@@ -158,63 +170,19 @@ def _open_checkpointer(
   return ckpt
 
 
-def _details(clock: results_lib.RunClock, state: Any) -> dict[str, Any]:
+def _details(
+  clock: results_lib.RunClock, state: Any, unreadable: int
+) -> dict[str, Any]:
   """results.json's pretraining details: time, devices, model size (what a
-  sweep report plots against)."""
+  sweep report plots against), and the training images this invocation
+  skipped as unreadable (all processes)."""
   return {
     "train_time_s": round(clock.train_time_s, 1),
     "devices": jax.device_count(),
     "processes": jax.process_count(),
     "backbone_params": count_params(state.params["backbone"]),
+    UNREADABLE_KEY: unreadable,
   }
-
-
-def _eval_settings(config: Any) -> Any:
-  """What the end-of-run evaluation depends on, as plain JSON values."""
-  as_json = lambda c: json.loads(c.to_json_best_effort())  # noqa: E731
-  return {"eval": as_json(config.eval), "split": config.data.eval_split}
-
-
-def _finished_results(
-  run: configlib.RunConfig,
-  workdir: str,
-  latest: int | None,
-  total_steps: int,
-) -> dict[str, Any] | None:
-  """The stored results of a finished run that need not be recomputed."""
-  stored = results_lib.read(workdir)
-  if run.train.reevaluate or latest != total_steps or stored is None:
-    return None
-  if stored.get("mode") != "pretrain":
-    return None
-  if (stored.get("checkpoint") or {}).get("step") != total_steps:
-    return None
-  try:
-    before = _eval_settings(ml_collections.ConfigDict(stored["config"]))
-  except (KeyError, TypeError, AttributeError):
-    return None
-  return stored if before == _eval_settings(run.source) else None
-
-
-def _print_finished(results: dict[str, Any], workdir: str) -> None:
-  if jax.process_index() != 0:
-    return
-  step = results["checkpoint"]["step"]
-  print(
-    f"{workdir} holds a finished run (step {step}/{step}); results from "
-    f"its {results_lib.FILENAME} ({results.get('created', '?')}):",
-    flush=True,
-  )
-  metrics = results.get("metrics") or {}
-  if metrics and all(isinstance(v, dict) for v in metrics.values()):
-    print(frozen.results_table(metrics), flush=True)
-  else:
-    print("(no evaluation was configured)", flush=True)
-  print(
-    "Nothing was recomputed; pass --config.reevaluate=True to evaluate the "
-    "encoder again.",
-    flush=True,
-  )
 
 
 def _done_line(clock: results_lib.RunClock, start_step: int) -> str:
@@ -240,15 +208,50 @@ def _train(
   ckpt: checkpointing.Checkpointer,
   reporter: Reporter,
   after_step: Any,
-  trace: profiling.StepTrace | None,
-) -> Any:
-  """Runs the remaining steps and saves the last one; returns the state.
-  `trace` (config.profile_steps) profiles steps after the first report."""
+  clock: results_lib.RunClock,
+  workdir: str,
+) -> tuple[Any, int]:
+  """Runs the remaining steps, saving every `checkpoint_every_steps`, the
+  last step, and the step a SIGTERM/SIGINT stops at; returns the state and
+  the number of unreadable images skipped (all processes). Profiles steps
+  after the first report if config.profile_steps asks."""
+  start_step = int(state.step)
+  clock.start_training()
+  try:
+    state, unreadable = _run_loop(
+      run, setup, state, ckpt, reporter, after_step, clock, workdir
+    )
+  finally:  # also when stopped: keep the curves and the time
+    clock.stop_training()
+    reporter.flush()
+  clock.save()
+  reporter.print(_done_line(clock, start_step))
+  return state, unreadable
+
+
+def _run_loop(
+  run: configlib.RunConfig,
+  setup: TrainSetup,
+  state: Any,
+  ckpt: checkpointing.Checkpointer,
+  reporter: Reporter,
+  after_step: Any,
+  clock: results_lib.RunClock,
+  workdir: str,
+) -> tuple[Any, int]:
+  """`_train`'s loop over the batches from the state's step on."""
+  trace = profiling.for_run(workdir, run.train.profile_steps)
   start_step = int(state.step)
   train_step = setup.make_train_step(run.loss, state.params)
   batches = _train_batches(run, setup, start_step)
+
+  def log_fn(step: int, means: dict[str, float]) -> None:
+    if batches.unreadable_skipped:  # this process's count, in its line
+      means = {**means, UNREADABLE_KEY: batches.unreadable_skipped}
+    reporter.report(step, means)
+
   try:
-    state, step = loop.run_steps(
+    state, _ = loop.run_steps(
       train_step,
       state,
       batches,
@@ -258,29 +261,46 @@ def _train(
       loss_key="contrastive_loss",
       what="pretraining",
       nan_advice=(
-        "lower config.optim.base_learning_rate or turn off "
-        "config.model.half_precision, then resume from the last checkpoint "
-        f"in {ckpt.directory}."
+        "resume with a lower config.optim.base_learning_rate (or "
+        "config.model.half_precision=False)."
       ),
-      log_fn=reporter.report,
+      log_fn=log_fn,
       after_step=after_step,
       trace=trace,
+      saver=_ClockedSaver(ckpt, clock),
+      resume_hint=resume_hint("train_and_evaluate"),
     )
-    ckpt.maybe_save(step, state, force=True)
   finally:
     batches.close()
     ckpt.close()
-  return state
+  counts = multihost_utils.process_allgather(
+    np.int64(batches.unreadable_skipped)
+  )
+  return state, int(np.sum(counts))
+
+
+class _ClockedSaver:
+  """The loop's saver: the checkpoint, then the run's clock with it."""
+
+  def __init__(self, ckpt: checkpointing.Checkpointer, clock: Any):
+    self.ckpt, self.clock = ckpt, clock
+    self.directory = ckpt.directory
+
+  def due(self, step: int) -> bool:
+    return step % self.ckpt.every_steps == 0
+
+  def save(self, step: int, state: Any) -> None:
+    if self.ckpt.maybe_save(step, state, force=True):
+      self.clock.save()
+
+  def latest_step(self) -> int | None:
+    return self.ckpt.latest_step()
 
 
 def _after_step(
-  monitor: monitor_lib.KnnMonitor | None,
-  ckpt: checkpointing.Checkpointer,
-  reporter: Reporter,
-  clock: results_lib.RunClock,
+  monitor: monitor_lib.KnnMonitor | None, reporter: Reporter
 ) -> Any:
-  """What runs after every step: the kNN monitor when due, and a checkpoint
-  (with the run's clock) every `checkpoint_every_steps`."""
+  """What runs after every step: the kNN monitor when due."""
 
   def after_step(step: int, state: Any) -> None:
     if monitor is not None and monitor.due(step):
@@ -290,8 +310,6 @@ def _after_step(
         f"step {step}: kNN top-1 "
         f"{100 * scores[monitor_lib.METRIC]:.2f}% (monitor)"
       )
-    if ckpt.maybe_save(step, state):
-      clock.save()
 
   return after_step
 

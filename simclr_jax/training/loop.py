@@ -1,19 +1,21 @@
 """The step-running loop shared by pretraining, fine-tuning and linear
-evaluation: one place that feeds batches, averages metrics, checks for NaN,
-measures how long the device waits for input, and logs.
+evaluation: one place that feeds batches, averages metrics, checks for NaN
+before anything is saved, saves, stops cleanly on SIGTERM/SIGINT, measures
+how long the device waits for input, and logs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
-from typing import Any, Callable, Iterator
+import signal
+from typing import Any, Callable, Iterator, Protocol
 
-import jax
-import numpy as np
 
 from simclr_jax.errors import UserError
 from simclr_jax.reporting import print_main
+from simclr_jax.training import preemption
+from simclr_jax.training.finite import FiniteGuard as _FiniteGuard
+from simclr_jax.training.finite import NonFinite  # noqa: F401 (re-export)
 from simclr_jax.training.input_wait import INPUT_ADVICE
 from simclr_jax.training.input_wait import INPUT_WAIT_KEY
 from simclr_jax.training.input_wait import INPUT_WAIT_LIMIT
@@ -24,10 +26,17 @@ LogFn = Callable[[int, dict[str, float]], None]
 StepFn = Callable[[Any, dict], tuple[Any, dict]]
 
 
-def mean_metrics(history: list[dict]) -> dict[str, float]:
-  """Host means of a list of metric dicts (one device transfer)."""
-  host = jax.device_get(history)
-  return {k: float(np.mean([h[k] for h in host])) for k in host[0]}
+class Saver(Protocol):
+  """Where `run_steps` saves: periodic checkpoints (`due`), the last step,
+  and the step a stop request ends on."""
+
+  directory: str
+
+  def due(self, step: int) -> bool: ...
+
+  def save(self, step: int, state: Any) -> None: ...
+
+  def latest_step(self) -> int | None: ...
 
 
 def run_steps(
@@ -45,59 +54,91 @@ def run_steps(
   after_step: Callable[[int, Any], None] | None = None,
   batch_size: int | None = None,
   trace: StepTrace | None = None,
+  saver: Saver | None = None,
+  resume_hint: str = "run the same command again",
 ) -> tuple[Any, int]:
   """Runs steps `first_step..last_step`; returns (state, last step run).
 
   Every `log_every` steps and at `last_step`, the metrics since the last log
-  are averaged on the host, `metrics[loss_key]` is checked to be finite
-  (a UserError `"the {what} loss became nan by step N; {nan_advice}"`), and
-  `log_fn(step, means)` is called, with `means[INPUT_WAIT_KEY]` the share of
-  the window the device sat idle waiting for input (over INPUT_WAIT_LIMIT
-  after the first window: one `warning:` line on stdout per call).
-  `after_step(step, state)` runs after every step (monitors, checkpoints).
-  With `batch_size`, every batch must have that many rows (the learning rate
-  was scaled for it). `trace` profiles the steps after the first window.
+  are averaged on the host and `log_fn(step, means)` is called, with
+  `means[INPUT_WAIT_KEY]` the share of the window the device sat idle
+  waiting for input (over INPUT_WAIT_LIMIT after the first window: one
+  `warning:` line on stdout per call). `after_step(step, state)` runs after
+  every step (monitors). With `batch_size`, every batch must have that many
+  rows (the learning rate was scaled for it). `trace` profiles the steps
+  after the first window.
+
+  `saver` saves when `saver.due(step)`, at `last_step`, and on a stop
+  request: the first SIGTERM/SIGINT (`preemption.StopRequest`) ends the loop
+  after the current step with `preemption.Interrupted`, whose message says
+  what was saved and how to resume (`resume_hint`). Before any save and at
+  every log, the metrics since the last check and the state must be finite,
+  or a `NonFinite` UserError reports it (`finite.FiniteGuard`).
   """
   if log_every < 1:
     raise UserError(f"log_every must be >= 1, got {log_every}.")
-  history: list[dict] = []
+  guard = _FiniteGuard(loss_key, what, nan_advice, saver)
   meter = InputWaitMeter()
   windows, warned, finished = 0, False, False
   step = first_step - 1
   try:
-    for step in range(first_step, last_step + 1):
-      batch = meter.next_batch(batches)
-      _check_batch(batch, step, first_step, last_step, what, batch_size)
-      with trace.annotate(step) if trace else contextlib.nullcontext():
-        state, metrics = step_fn(state, batch)
-      meter.dispatched(metrics)
-      history.append(metrics)
-      if step % log_every == 0 or step == last_step:
-        summary = mean_metrics(history)
-        history.clear()
-        if not math.isfinite(summary[loss_key]):
-          raise UserError(
-            f"the {what} loss became {summary[loss_key]} by step {step}; "
-            f"{nan_advice}"
-          )
-        summary[INPUT_WAIT_KEY] = meter.window_fraction()
-        windows += 1
-        if log_fn is not None:
-          log_fn(step, summary)
-        if windows > 1 and not warned:  # the first holds the compilation
-          warned = _warn_if_input_bound(summary[INPUT_WAIT_KEY], step, what)
-        if trace is not None and windows == 1 and step < last_step:
-          trace.start(step)
-      if trace is not None:
-        trace.step_done(step, metrics)
-      if after_step is not None:
-        after_step(step, state)
+    with preemption.StopRequest(what) as stop:
+      for step in range(first_step, last_step + 1):
+        batch = meter.next_batch(batches)
+        _check_batch(batch, step, first_step, last_step, what, batch_size)
+        with trace.annotate(step) if trace else contextlib.nullcontext():
+          state, metrics = step_fn(state, batch)
+        meter.dispatched(metrics)
+        guard.add(step, metrics)
+        if step % log_every == 0 or step == last_step:
+          summary = guard.check(state)
+          summary[INPUT_WAIT_KEY] = meter.window_fraction()
+          windows += 1
+          if log_fn is not None:
+            log_fn(step, summary)
+          if windows > 1 and not warned:  # the first holds the compilation
+            warned = _warn_if_input_bound(summary[INPUT_WAIT_KEY], step, what)
+          if trace is not None and windows == 1 and step < last_step:
+            trace.start(step)
+        if trace is not None:
+          trace.step_done(step, metrics)
+        if after_step is not None:
+          after_step(step, state)
+        stopping = stop.should_stop(step)
+        if saver is not None and (
+          stopping or step == last_step or saver.due(step)
+        ):
+          guard.check(state, window=False)
+          saver.save(step, state)
+        if stopping and step < last_step:
+          raise _interrupted(stop, step, last_step, what, saver, resume_hint)
     finished = True
   finally:
     meter.close()
     if trace is not None:
       trace.close(step, finished)
   return state, step
+
+
+def _interrupted(
+  stop: preemption.StopRequest,
+  step: int,
+  last_step: int,
+  what: str,
+  saver: Saver | None,
+  resume_hint: str,
+) -> preemption.Interrupted:
+  """The one line a stopped loop ends with."""
+  name = signal.Signals(stop.signum or signal.SIGINT).name
+  head = f"{name}: {what} stopped after step {step} of {last_step}"
+  if saver is None:
+    tail = f"nothing was saved; {resume_hint} to start it again."
+  else:
+    tail = (
+      f"saved a checkpoint of step {step} in {saver.directory}; "
+      f"{resume_hint} to resume."
+    )
+  return preemption.Interrupted(f"{head}; {tail}", stop.signum or 2)
 
 
 def _check_batch(
