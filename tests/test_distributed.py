@@ -114,6 +114,7 @@ def _params(workdir, step):
     return jax.device_get(ckpt.restore(path, target)["params"])
 
 
+@pytest.mark.slow  # three training processes: ~70 s of the default budget
 def test_process_count_changes_nothing_and_one_process_resumes(tmp_path):
   # 2 processes x 2 devices vs 1 process x 4 devices, 3 steps: 4 reader
   # shards of 16 of the 64 examples (data.num_shards=0: one per device).
