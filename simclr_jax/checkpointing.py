@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 from typing import Any, Iterator
 
 from etils import epath
@@ -42,7 +43,10 @@ def nearest_existing(path: str) -> str:
 
 
 def check_workdir(workdir: str) -> None:
-  """Fails early if `workdir` cannot be created, read or written."""
+  """Fails early if `workdir` cannot be created, read or written (a URL
+  such as gs://... is left to orbax)."""
+  if "://" in workdir:
+    return
   path = nearest_existing(workdir)
   if not os.path.isdir(path):
     raise UserError(
@@ -55,6 +59,19 @@ def check_workdir(workdir: str) -> None:
       "writable by this user; choose another --workdir or fix "
       "its permissions."
     )
+  # os.access says yes to root, and to /proc or /sys, where nothing can be
+  # made: try it (a nameless temporary file in an existing workdir, a
+  # directory removed at once in the parent of a new one).
+  try:
+    if path == os.path.abspath(workdir):
+      tempfile.TemporaryFile(dir=path).close()
+    else:
+      os.rmdir(tempfile.mkdtemp(prefix=".simclr_probe_", dir=path))
+  except OSError as e:
+    raise UserError(
+      f"--workdir {workdir}: cannot write in {path} ({e.strerror}); "
+      "choose another --workdir on a writable file system."
+    ) from None
   ckpts = os.path.join(workdir, "checkpoints")
   if os.path.exists(ckpts) and not os.access(ckpts, os.R_OK | os.X_OK):
     raise UserError(

@@ -1,6 +1,8 @@
 """What the config keys mean, read from the source without running it (for
-`python -m simclr_jax.main --print_config`), and the one message for an
-unknown key. Imports neither JAX nor TensorFlow, so help stays instant.
+`python -m simclr_jax.main --print_config`), the one message for an unknown
+key or a value of the wrong type, and `run_config_file`, which runs a
+config file with errors that name its file and line. Imports neither JAX
+nor TensorFlow, so help stays instant.
 """
 
 from __future__ import annotations
@@ -11,8 +13,12 @@ import os
 import re
 import textwrap
 import tokenize
+import traceback
+from typing import Any
 
 import ml_collections
+
+from simclr_jax.errors import UserError
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 _PRAGMA = re.compile(r"(noqa|pylint|type|fmt)(:|$)")
@@ -43,6 +49,90 @@ def unknown_key_message(
     node = node[key]
     seen.append(key)
   return None
+
+
+_KINDS = {
+  bool: "True or False",
+  int: "an integer",
+  float: "a number",
+  str: "a string",
+  tuple: "a tuple",
+}
+
+
+def bad_value_message(
+  config: ml_collections.ConfigDict, dotted: str, value: str, reason: str
+) -> str:
+  """`--config.DOTTED=VALUE` could not be parsed (`reason`): says which type
+  the key takes, with the config's own value as the example."""
+  node: Any = config
+  for key in dotted.split("."):
+    node = node[key]
+  kind = _KINDS.get(type(node), f"a {type(node).__name__}")
+  example = repr(node) if isinstance(node, (str, tuple)) else str(node)
+  if isinstance(node, tuple):
+    example = f'"{example}"'
+  return (
+    f"--config.{dotted}={value} is not {kind} ({reason}); pass {kind}, "
+    f"e.g. --config.{dotted}={example}."
+  )
+
+
+def _error_line(e: BaseException, path: str) -> str:
+  """`FILE:LINE` of the deepest frame of `path` in the traceback of `e`."""
+  frames = [
+    f
+    for f in traceback.extract_tb(e.__traceback__)
+    if os.path.abspath(f.filename) == os.path.abspath(path)
+  ]
+  return f"{path}:{frames[-1].lineno}" if frames else path
+
+
+def run_config_file(path: str) -> ml_collections.ConfigDict:
+  """`get_config()` of the config file `path` (run as ml_collections runs
+  it); UserError naming the file and line, with what to do, for a file that
+  does not parse, raises, lacks get_config() or returns no ConfigDict."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      code = compile(f.read(), path, "exec")
+  except SyntaxError as e:
+    raise UserError(
+      f"{e.filename or path}:{e.lineno}: SyntaxError: {e.msg}; fix the "
+      "config file."
+    ) from None
+  except (OSError, ValueError) as e:
+    raise UserError(
+      f"cannot read config file {path} ({e}); pass a readable Python file "
+      "defining get_config(), e.g. --config configs/default.py."
+    ) from None
+  namespace: dict[str, Any] = {"__file__": path, "__name__": "config_file"}
+  try:
+    exec(code, namespace)  # pylint: disable=exec-used
+    get_config = namespace.get("get_config")
+    if not callable(get_config):
+      raise UserError(
+        f"{path} has no get_config(); define get_config() returning an "
+        "ml_collections.ConfigDict (see configs/default.py)."
+      )
+    config = get_config()
+  except UserError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    where = _error_line(e, path)
+    if isinstance(e, SyntaxError):  # in a module the config imports
+      where = f"{e.filename}:{e.lineno}"
+    detail = " ".join(str(e).split()) or "no message"
+    raise UserError(
+      f"{where}: {type(e).__name__}: {detail} (raised while loading the "
+      "config); fix the config file."
+    ) from None
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise UserError(
+      f"{path}: get_config() returned {type(config).__name__}, not a "
+      "ConfigDict; return an ml_collections.ConfigDict (see "
+      "configs/default.py)."
+    )
+  return config
 
 
 def _comment_lines(path: str) -> tuple[dict[int, str], dict[int, str]]:

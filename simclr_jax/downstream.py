@@ -138,6 +138,11 @@ def run(
   start = time.time()
   overrides = tuple(overrides)
   registry.check_mode(config.mode)
+  if config.mode == "pretrain":
+    raise UserError(
+      "config.mode='pretrain' is not a downstream protocol; use one of "
+      f"{', '.join(registry.NAMES)}, or run simclr_jax.pretrain."
+    )
   # A relative or `~` run directory works from Python too (orbax needs it
   # absolute); the caller's config is left as it was.
   init_checkpoint = checkpointing.resolve_path(config.init_checkpoint)
@@ -145,15 +150,10 @@ def run(
     config = copy.deepcopy(config)
     config.init_checkpoint = init_checkpoint
   changed: list[str] = []
-  if config.mode != "pretrain" and init_checkpoint:
+  if init_checkpoint:
     config, changed = settings_from_run(config, init_checkpoint, overrides)
   run = configlib.build(config, jax.device_count(), jax.process_count())
   mode = run.mode
-  if mode == "pretrain":
-    raise UserError(
-      "config.mode='pretrain' is not a downstream protocol; use one of "
-      f"{', '.join(registry.NAMES)}, or run simclr_jax.pretrain."
-    )
   if checkpointing.resolve_path(workdir) == run.init_checkpoint:
     raise UserError(
       "--workdir is the pretraining run itself; give the "

@@ -153,17 +153,23 @@ def run(args: argparse.Namespace) -> Embeddings:
   from simclr_jax import checkpointing
   from simclr_jax import embeddings
   from simclr_jax import pretrained as pretrained_lib
+  from simclr_jax.configlib import checks
   # pylint: enable=g-import-not-at-top
 
   args = argparse.Namespace(**vars(args))
   for name in ("checkpoint", "images", "out"):
+    if not getattr(args, name):  # "" would resolve to nothing, not "."
+      raise UserError(f"--{name} is empty; pass a path (see --help).")
     setattr(args, name, checkpointing.resolve_path(getattr(args, name)))
   if args.batch_size < 1:
     raise UserError(f"--batch_size={args.batch_size} must be at least 1.")
-  if args.image_size and args.image_size < 8:
+  low, high = checks.MIN_IMAGE_SIZE, checks.MAX_IMAGE_SIZE
+  if args.image_size and not low <= args.image_size <= high:
+    what = "small" if args.image_size < low else "large"
+    bound = f"least {low}" if args.image_size < low else f"most {high}"
     raise UserError(
-      f"--image_size={args.image_size} is too small; use at "
-      "least 8 pixels (or leave it out for the run's size)."
+      f"--image_size={args.image_size} is too {what}; use at {bound} "
+      "pixels (or leave it out for the run's size)."
     )
   pretrained_lib.load_run_config(args.checkpoint)
   files = embeddings.find_images(args.images)

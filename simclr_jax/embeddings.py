@@ -13,6 +13,7 @@ import dataclasses
 import os
 import re
 import sys
+import tempfile
 import time
 from typing import Iterator, Sequence
 
@@ -239,7 +240,8 @@ def embed_images(
       bar.update(seen, seen - int(done.sum()))
   finally:
     batches.close()
-  bar.update(len(files), len(files) - int(done.sum()), final=True)
+  if done.any():  # with none decoded, the caller's error says so instead
+    bar.update(len(files), len(files) - int(done.sum()), final=True)
   skipped = [
     (files[i], _why_unreadable(os.path.join(image_dir, files[i]), size))
     for i in np.flatnonzero(~done)
@@ -275,6 +277,13 @@ def check_output_path(path: str) -> None:
       f"cannot write --out {path}: {target} is not writable; "
       "choose another --out path or fix its permissions."
     )
+  try:  # os.access says yes to root, and in /proc or /sys
+    tempfile.TemporaryFile(dir=parent).close()
+  except OSError as e:
+    raise UserError(
+      f"cannot write --out {path}: nothing can be created in {parent} "
+      f"({e.strerror}); choose another --out path."
+    ) from None
 
 
 def write_npz(path: str, embeddings: Embeddings) -> None:

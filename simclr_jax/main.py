@@ -6,7 +6,8 @@ or a downstream protocol on `config.init_checkpoint` ("knn", "linear",
 
 Config files define `get_config()`; any value can be overridden with
 `--config.key=value` (the config is locked, so a misspelt key is an error
-that names the closest valid key). Problems with the user's input end in one
+that names the closest valid key; a config file that does not parse or
+raises is named with its line). Problems with the user's input end in one
 `error:` line and exit code 2, never a traceback. Paths (`--workdir`,
 `config.init_checkpoint`, `config.data.data_dir`) may be relative to the
 current directory or start with `~`.
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import ast
 import os
-import runpy
+import re
 import sys
 import textwrap
 
@@ -125,7 +126,7 @@ def _unknown_key_message(argv: list[str]) -> str | None:
   path = _config_path(argv)
   if not path or not os.path.exists(path):
     return None
-  config = runpy.run_path(path)["get_config"]()
+  config = config_docs.run_config_file(path)
   for arg in argv:
     if arg.startswith("--config."):
       flag = arg.split("=", 1)[0]
@@ -135,6 +136,24 @@ def _unknown_key_message(argv: list[str]) -> str | None:
       if message:
         return message.replace("';", f"' in {flag};", 1)
   return None
+
+
+def _flag_error_message(argv: list[str], e: flags.Error) -> str:
+  """absl's reason for a flag it could not parse; for a `--config.KEY`
+  value of the wrong type, also the type the key takes."""
+  text = _one_line(e)
+  if "before a value for --config was specified" in text:
+    return f"{text}; put --config FILE before the --config.KEY=VALUE flags."
+  match = re.match(r"flag --config\.([\w.]+)=(.*?): (.*)$", text)
+  path = _config_path(argv)
+  if match and path:
+    dotted, value, reason = match.groups()
+    try:
+      config = config_docs.run_config_file(path)
+      return config_docs.bad_value_message(config, dotted, value, reason)
+    except (UserError, KeyError, AttributeError):
+      pass
+  return f"{text} (see --helpshort)"
 
 
 def _first_sentence(path: str) -> str:
@@ -177,12 +196,15 @@ def parse_flags(argv: list[str]) -> list[str]:
   if _HELP.intersection(args) or _HELPFULL.intersection(args):
     _print_help(full=bool(_HELPFULL.intersection(args)))
   path = _config_path(argv)
-  if path and not os.path.isfile(path):
+  if path is not None and not os.path.isfile(path):
+    what = "is a directory" if os.path.isdir(path) else "does not exist"
     _fail(
-      f"config file {path} does not exist; pass e.g. "
+      f"config file {path or '(empty)'} {what}; pass e.g. "
       "--config configs/default.py."
     )
   try:
+    if path:  # its errors with file and line, before ml_collections runs it
+      config_docs.run_config_file(path)
     rest = flags.FLAGS(argv)
     if _CONFIG.value is None:
       _fail(
@@ -197,14 +219,19 @@ def parse_flags(argv: list[str]) -> list[str]:
         "--helpshort)"
       )
     return rest
+  except UserError as e:
+    _fail(str(e))
   except flags.Error as e:
-    _fail(f"{_one_line(e)} (see --helpshort)")
+    _fail(_flag_error_message(argv, e))
   except (AttributeError, KeyError) as e:
     _fail(_unknown_key_message(argv) or f"bad config key: {_one_line(e)}")
   except OSError as e:
     _fail(f"cannot load --config: {_one_line(e)}")
   except Exception as e:  # pylint: disable=broad-except
-    _fail(f"the config file raised {type(e).__name__}: {_one_line(e)}")
+    _fail(
+      f"cannot apply the --config overrides ({type(e).__name__}: "
+      f"{_one_line(e)}); check their spelling and values (see --helpshort)."
+    )
   return []
 
 

@@ -289,6 +289,17 @@ def _save(fig: Figure, out_dir: str, name: str) -> str:
   return path
 
 
+def _make_out_dir(out_dir: str) -> None:
+  """Creates the output folder, or says why it cannot be."""
+  try:
+    os.makedirs(out_dir, exist_ok=True)
+  except OSError as e:
+    what = "is a file" if os.path.isfile(out_dir) else e.strerror
+    raise UserError(
+      f"cannot write plots to {out_dir} ({what}); pass another --out folder."
+    ) from None
+
+
 def _plot(
   run_dirs: str | Sequence[str], out_dir: str | None
 ) -> tuple[list[str], list[str]]:
@@ -296,9 +307,10 @@ def _plot(
   if isinstance(run_dirs, (str, os.PathLike)):
     run_dirs = [run_dirs]
   run_dirs = [os.fspath(d) for d in run_dirs]
-  if not run_dirs:
+  if not run_dirs or not all(run_dirs):
     raise UserError(
-      "no run directory given; pass at least one --workdir of a training run."
+      "no run directory given (or an empty one); pass at least one "
+      "--workdir of a training run."
     )
   labels = _run_labels(run_dirs)
   run_dirs = [_resolve(d) for d in run_dirs]
@@ -321,7 +333,7 @@ def _plot(
       f"none of the plotted metrics ({', '.join(wanted)}) are "
       f"logged in {', '.join(run_dirs)}."
     )
-  os.makedirs(out_dir, exist_ok=True)
+  _make_out_dir(out_dir)
   written = [
     _save(_curve_figure(g, keys, labels, runs), out_dir, g.name)
     for g, keys in todo
@@ -340,10 +352,18 @@ def plot_run(
   return _plot(run_dirs, out_dir)[0]
 
 
+class _Parser(argparse.ArgumentParser):
+  """argparse whose usage errors are one `error:` line (exit code 2)."""
+
+  def error(self, message: str) -> None:  # type: ignore[override]
+    print(f"error: {message} (see --help)", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   """CLI entry point (`argv` without the program name); returns the exit
   code: 0 on success, 2 for bad arguments or unusable run dirs."""
-  parser = argparse.ArgumentParser(
+  parser = _Parser(
     prog="python -m simclr_jax.plots",
     description="Write training-curve PNGs (loss, accuracy, learning "
     "rate, throughput) and the end-of-run comparison (comparison.png, also "

@@ -1,5 +1,6 @@
-"""The command line: bad input ends in one `error:` line and exit code 2;
-relative paths work in every mode."""
+"""The command line: help, --print_config, a tiny run and an incompatible
+rerun, relative paths in every mode. Bad input in general (one `error:`
+line, exit code 2) is tests/test_bad_input.py's table."""
 
 import json
 import os
@@ -24,109 +25,9 @@ from simclr_jax import defaults
 from simclr_jax import config_docs
 
 
-@pytest.mark.parametrize(
-  "override, fragments",
-  [
-    (
-      "--config.optim.base_lerning_rate=1",
-      [
-        "unknown config key 'optim.base_lerning_rate'",
-        "did you mean optim.base_learning_rate",
-      ],
-    ),
-    ("--config.modle.depth=50", ["unknown config key 'modle'", "model"]),
-    ("--config.batch_size=abc", ["batch_size", "abc"]),
-  ],
-)
-def test_bad_flags(tmp_path, override, fragments):
-  proc = run_cli(
-    "--config", "configs/default.py", "--workdir", str(tmp_path / "w"), override
-  )
-  assert_one_line_error(proc, *fragments)
-  assert not (tmp_path / "w").exists()
-
-
-def test_missing_config_file(tmp_path):
-  proc = run_cli("--config", "configs/nope.py", "--workdir", str(tmp_path))
-  assert_one_line_error(proc, "configs/nope.py does not exist")
-
-
-def test_batch_not_divisible_by_devices(tmp_path):
-  proc = run_cli(
-    "--config",
-    "configs/default.py",
-    "--workdir",
-    str(tmp_path / "w"),
-    "--config.batch_size=60",
-    devices=8,
-  )
-  assert_one_line_error(
-    proc, "not divisible by the 8 devices", "--config.batch_size=64"
-  )
-  assert not (tmp_path / "w").exists()
-
-
-def test_unknown_tfds_dataset(tmp_path):
-  proc = run_cli(
-    "--config",
-    "configs/default.py",
-    "--workdir",
-    str(tmp_path / "w"),
-    "--config.data.source=tfds",
-    "--config.data.name=cifar_10",
-  )
-  assert_one_line_error(proc, "cifar_10", "cifar10")
-  assert not (tmp_path / "w").exists()
-
-
-def test_tfds_data_dir_with_home(tmp_path):
-  # `~` after `=` reaches the program unexpanded, and tfds would take it
-  # literally; it means $HOME.
-  proc = run_cli(
-    "--config",
-    "configs/default.py",
-    "--workdir",
-    str(tmp_path / "w"),
-    "--config.data.source=tfds",
-    "--config.data.name=mnist",
-    "--config.data.data_dir=~/tfds",
-    env={"HOME": str(tmp_path)},
-  )
-  assert_one_line_error(proc, f"not prepared in {tmp_path / 'tfds'} ")
-
-
-def test_missing_and_empty_folder(tmp_path):
-  proc = run_cli(
-    "--config",
-    "configs/default.py",
-    "--workdir",
-    str(tmp_path / "w"),
-    "--config.data.source=folder",
-    f"--config.data.data_dir={tmp_path / 'absent'}",
-  )
-  assert_one_line_error(proc, "absent")
-  empty = tmp_path / "empty" / "train" / "a"
-  empty.mkdir(parents=True)
-  proc = run_cli(
-    "--config",
-    "configs/default.py",
-    "--workdir",
-    str(tmp_path / "w"),
-    "--config.data.source=folder",
-    f"--config.data.data_dir={tmp_path / 'empty'}",
-  )
-  assert_one_line_error(proc, "no images")
-  assert not (tmp_path / "w").exists()
-
-
-def test_workdir_that_is_a_file(tmp_path):
-  blocker = tmp_path / "file"
-  blocker.write_text("not a directory")
-  proc = run_cli(
-    "--config", "configs/default.py", "--workdir", str(blocker / "run")
-  )
-  assert_one_line_error(proc, "is a file, not a directory")
-  assert blocker.read_text() == "not a directory"
+# Bad input on the command line (unknown keys, values of the wrong type, a
+# missing config file or data folder, a workdir that is a file, ...) is the
+# table of tests/test_bad_input.py, run in one process.
 
 
 def test_tiny_run_and_incompatible_rerun(tmp_path):
@@ -296,23 +197,6 @@ def test_print_config_lists_every_key_without_workdir_or_jax():
   assert lines[row["mode"]] == "mode = 'pretrain'"
   head = lines[row["distributed.coordinator_address"] - 1]
   assert head.startswith("# Multi-process runs")
-
-
-def test_print_config_keeps_one_line_errors():
-  proc = run_cli(
-    "--config",
-    "configs/default.py",
-    "--print_config",
-    "--config.optim.base_lerning_rate=1",
-  )
-  assert_one_line_error(proc, "did you mean optim.base_learning_rate")
-  proc = run_cli("--print_config")
-  assert_one_line_error(proc, "--config is required")
-
-
-def test_workdir_is_still_required_to_run():
-  proc = run_cli("--config", "configs/default.py")
-  assert_one_line_error(proc, "--workdir is required", "--print_config")
 
 
 def test_config_comments_cover_every_key():

@@ -16,6 +16,11 @@ from simclr_jax.models import conv_impl
 from simclr_jax.models.resnet import STAGE_SIZES
 
 _DEPTHS = tuple(sorted(STAGE_SIZES))  # the ResNet's own list
+# Image sides in pixels: below 8 the ResNet's strides leave nothing; above
+# MAX_IMAGE_SIZE a batch of uint8 images alone needs gigabytes (SimCLR uses
+# 224 on ImageNet, 32 on CIFAR), so a larger value is a typo.
+MIN_IMAGE_SIZE = 8
+MAX_IMAGE_SIZE = 2048
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -27,7 +32,22 @@ def _positive(value: float, key: str, allow_zero: bool = False) -> None:
   ok = value >= 0 if allow_zero else value > 0
   bound = ">= 0" if allow_zero else "> 0"
   _check(
-    ok and math.isfinite(value), f"config.{key}={value!r} must be {bound}."
+    ok and math.isfinite(value),
+    f"config.{key}={value!r} must be a finite number {bound}; fix it in "
+    f"the config or with --config.{key}=VALUE.",
+  )
+
+
+def _image_side(value: int, key: str) -> None:
+  """An image side in pixels (0 allowed for data.host_size: image_size)."""
+  _check(
+    value >= MIN_IMAGE_SIZE or (key == "data.host_size" and value == 0),
+    f"config.{key}={value} is too small; use at least {MIN_IMAGE_SIZE} pixels.",
+  )
+  _check(
+    value <= MAX_IMAGE_SIZE,
+    f"config.{key}={value} is too large; use at most {MAX_IMAGE_SIZE} "
+    "pixels (SimCLR uses 224 on ImageNet, 32 on CIFAR).",
   )
 
 
@@ -42,6 +62,7 @@ def validate(
   _validate_batches(config, device_count, process_count)
   _validate_eval(config, device_count)
   _validate_downstream(config, device_count)
+  _validate_distributed(config)
 
 
 def _validate_data(config: ml_collections.ConfigDict) -> None:
@@ -50,15 +71,13 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
   d = config.data
   from simclr_jax.data import sources  # noqa: PLC0415  (imports TensorFlow)
 
+  # Before the data layer, which allocates images of these sizes.
+  _image_side(d.image_size, "data.image_size")
+  _image_side(d.host_size, "data.host_size")
   try:  # the data layer's own checks: source name, what it needs, sizes
     sources.check_config(convert.data_config(config))
   except UserError as e:
     raise UserError(f"config.data: {e}") from None
-  _check(
-    d.image_size >= 8,
-    f"config.data.image_size={d.image_size} is too "
-    "small; use at least 8 pixels.",
-  )
   _positive(d.builtin_train_examples, "data.builtin_train_examples")
   _positive(
     d.builtin_eval_examples, "data.builtin_eval_examples", allow_zero=True
@@ -177,10 +196,13 @@ def _validate_eval(
     f"config.eval.batch_size={e.batch_size} is not divisible by the "
     f"{device_count} devices; use a multiple of {device_count}.",
   )
+  whole = lambda k: (  # noqa: E731  (a tuple override may hold strings)
+    isinstance(k, (int, float)) and not isinstance(k, bool) and int(k) == k
+  )
   _check(
-    len(e.knn_ks) > 0 and all(int(k) == k and k > 0 for k in e.knn_ks),
+    len(e.knn_ks) > 0 and all(whole(k) and k > 0 for k in e.knn_ks),
     f"config.eval.knn_ks={tuple(e.knn_ks)!r} must be positive integers, "
-    "e.g. (200, 20).",
+    "e.g. --config.eval.knn_ks='(200, 20)'.",
   )
   _positive(e.knn_temperature, "eval.knn_temperature")
   _positive(e.max_train_examples, "eval.max_train_examples", allow_zero=True)
@@ -200,6 +222,13 @@ def _validate_downstream(
     f"config.mode={config.mode!r} evaluates a pretrained encoder; pass "
     "--config.init_checkpoint=RUN_DIR (the --workdir of a pretraining "
     "run).",
+  )
+  _check(  # rather than pretrain from scratch when a warm start was meant
+    config.mode != "pretrain" or not config.init_checkpoint,
+    f"config.init_checkpoint={config.init_checkpoint!r} is only read by "
+    "the downstream modes; pretraining starts from scratch (or resumes its "
+    "--workdir). Leave init_checkpoint empty, or set config.mode to knn, "
+    "linear, logistic or finetune.",
   )
   le = config.linear_eval
   _check(
@@ -244,3 +273,19 @@ def _validate_downstream(
     "SimCLR v2).",
   )
   _positive(ft.warmup_epochs, "finetune.warmup_epochs", allow_zero=True)
+
+
+def _validate_distributed(config: ml_collections.ConfigDict) -> None:
+  """The multi-process section (0 and -1: from the environment)."""
+  dist = config.distributed
+  _check(
+    dist.num_processes >= 0,
+    f"config.distributed.num_processes={dist.num_processes} must be >= 0 "
+    "(0: from SIMCLR_NUM_PROCESSES or the cluster).",
+  )
+  _check(
+    dist.process_id >= -1,
+    f"config.distributed.process_id={dist.process_id} must be >= -1 "
+    "(-1: from SIMCLR_PROCESS_ID or the cluster).",
+  )
+  _positive(dist.timeout_s, "distributed.timeout_s")

@@ -13,11 +13,11 @@ UserError that names the closest valid keys.
 from __future__ import annotations
 
 import os
-import runpy
 from typing import Any, Mapping
 
 import ml_collections
 
+from simclr_jax.config_docs import run_config_file
 from simclr_jax.config_docs import unknown_key_message
 from simclr_jax.errors import UserError
 
@@ -26,15 +26,15 @@ def load_config(
   path: str, overrides: Mapping[str, Any] | None = None
 ) -> ml_collections.ConfigDict:
   """`get_config()` of the config file `path`, locked, with `overrides`
-  ({"dotted.key": value}) applied; UserError for a missing file or key, or
-  a value of the wrong type."""
+  ({"dotted.key": value}) applied; UserError for a missing or broken file
+  (naming its line), a missing key, or a value of the wrong type."""
   path = os.path.expanduser(path)
   if not os.path.isfile(path):
     raise UserError(
       f"config file {path} does not exist; pass e.g. configs/default.py "
       "(relative to the repository root)."
     )
-  config = runpy.run_path(path)["get_config"]()
+  config = run_config_file(path)  # UserError with FILE:LINE if it fails
   config.lock()
   for dotted, value in (overrides or {}).items():
     message = unknown_key_message(config, dotted)

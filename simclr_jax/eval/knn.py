@@ -281,8 +281,23 @@ class KnnEvaluator(FeatureEvaluator):
   ):
     super().__init__(ctx, feature_fn, settings.max_train_examples)
     self.settings = settings
+    self._warned = False
+
+  def _warn_if_k_exceeds(self, bank: int) -> None:
+    """A k above the bank size votes with the whole bank, under its own
+    name; say so once, with the fix, rather than refuse the run."""
+    big = [k for k in self.settings.ks if k > bank]
+    if big and not self._warned:
+      self._warned = True
+      self.ctx.print(
+        f"warning: config.eval.knn_ks asks for k={', '.join(map(str, big))}"
+        f" but the kNN bank has {bank:,} training images, so "
+        f"knn_k{big[0]}_* vote with all {bank:,}; set config.eval.knn_ks "
+        f"to values <= {bank:,} for distinct results."
+      )
 
   def score(self, train: Features, test: Features) -> EvalResult:
+    self._warn_if_k_exceeds(len(train[0]))
     metrics = knn_classify(
       *train,
       *test,

@@ -8,8 +8,11 @@ ClassLabel (else 'label' if it is one; otherwise unlabelled, -1).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+from typing import Iterator
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -19,8 +22,25 @@ from simclr_jax.data.sources import images
 from simclr_jax.errors import UserError
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+  """tfds logs a warning for every version folder it finds incomplete
+  (that is what an unprepared dataset is); the UserError says it once."""
+  previous = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(previous)
+
+
 def _builder(cfg: base.DataConfig):
   """Returns a prepared tfds builder; never downloads."""
+  with _quiet():
+    return _prepared_builder(cfg)
+
+
+def _prepared_builder(cfg: base.DataConfig):
   name, data_dir = cfg.name, cfg.data_dir
   try:
     builder = tfds.builder(name, data_dir=data_dir or None)
