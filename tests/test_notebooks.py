@@ -259,6 +259,7 @@ def _outputs(nb, kind: str) -> list:
   ]
 
 
+@pytest.mark.slow  # ~3 minutes of training in all: CI's second step
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs_on_cpu(runs, name):
   nb, seconds = runs.get(name)
