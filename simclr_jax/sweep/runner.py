@@ -135,7 +135,12 @@ def run(sweep: spec.Sweep, sweepdir: str, only: Sequence[str] = ()) -> int:
     sweepdir, sweep.path, sweep.base_config, manifest_points(sweep, sweepdir)
   )
   _received[0] = signal.SIGINT
-  previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+  # Both explicitly: a job started in the background of a script inherits
+  # SIGINT ignored, and Python then installs no KeyboardInterrupt for it.
+  previous = {
+    s: signal.signal(s, _raise_interrupt)
+    for s in (signal.SIGINT, signal.SIGTERM)
+  }
   failed, started = [], time.monotonic()
   try:
     for i, p in enumerate(points, 1):
@@ -165,7 +170,8 @@ def run(sweep: spec.Sweep, sweepdir: str, only: Sequence[str] = ()) -> int:
     )
     return INTERRUPTED
   finally:
-    signal.signal(signal.SIGTERM, previous)
+    for s, handler in previous.items():
+      signal.signal(s, handler)
   minutes = (time.monotonic() - started) / 60
   if failed:
     print(
