@@ -116,6 +116,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train_steps = 0  # > 0 overrides epochs
 
   c.log_every_steps = 100
+  # Also the checkpoints of fine-tuning and SGD linear evaluation (in their
+  # own --workdir), which resume from them as pretraining does.
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3
   # Re-running a finished pretraining prints its results.json instead of

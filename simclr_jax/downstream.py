@@ -16,12 +16,15 @@ made with command-line overrides is evaluated without typing them again.
 An override of an architecture key that differs from the checkpoint stays
 an error. Each run writes `OUT/results.json` (schema in
 `simclr_jax/results.py`), progress lines, TensorBoard events and
-`metrics.jsonl`; the pretraining run directory is only read.
+`metrics.jsonl`; fine-tuning and SGD linear evaluation also keep
+checkpoints there and resume from them (`training/resume.py`); the
+pretraining run directory is only read.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from typing import Any, Iterable
 
@@ -170,6 +173,9 @@ def run(
   ctx = _labelled_context(run, workdir)
   pretrained = pretrained_lib.load_pretrained(
     run.init_checkpoint, mesh=ctx.mesh, expect=run.signature
+  )
+  ctx = dataclasses.replace(
+    ctx, encoder=f"{run.init_checkpoint} step {pretrained.step}"
   )
   ctx.print(_inherited_message(mode, changed, overrides))
   ctx.print(

@@ -86,6 +86,12 @@ class Reporter:
     self._last_time = time.time()
     self._rate = None  # steps / second
 
+  def start_at(self, step: int) -> None:
+    """Training (re)starts at `step` now: the next report's throughput and
+    ETA count from here (a resumed downstream trainer learns its step only
+    after it restored)."""
+    self._last_step, self._last_time = step, time.time()
+
   def print(self, message: str) -> None:
     if self.is_main:
       print_main(message)

@@ -156,6 +156,9 @@ CASES = [
   row("init_other_arch", KNN_RUN, ["--config.model.depth=34"], "leave those keys out"),
   row("init_mismatched_ckpt", KNN, ["--config.init_checkpoint={run_edited}"], "put back the run_config.json"),
   row("init_is_workdir", KNN_RUN, ["--workdir", "{run}"], "give the knn run its own --workdir"),
+  # The --workdir of a downstream trainer (it keeps checkpoints there).
+  row("linear_workdir_other_settings", KNN_RUN, ["--config.mode=linear", "--workdir", "{linear_other}"], "or the settings it was started with to resume it"),
+  row("finetune_workdir_pretraining_run", KNN_RUN, ["--config.mode=finetune", "--workdir", "{run_no_results}"], "give the fine-tuning run a new --workdir"),
   row("init_unlabelled", KNN, ["--config.init_checkpoint={run}", "--config.data.eval_split="], "set it (e.g. --config.data.eval_split=test)"),
   # embed.
   row("embed_no_checkpoint", EMB, ["--checkpoint", "{run_no_ckpt}", "--images", "{images}"], "let the run reach"),
@@ -314,6 +317,12 @@ def _make_inputs(tmp: str, tiny_run: str) -> dict[str, str]:
     ),
     "not_dict_py": _write(j("not_dict.py"), "def get_config():\n  return 42\n"),
     "tiny_py": _write(j("tiny.py"), TINY_RUN_CONFIG),
+    "linear_other": os.path.dirname(
+      _write(
+        j("linear_other", "training_setup.json"),
+        json.dumps({"what": "linear evaluation", "steps": 1}),
+      )
+    ),
   }
 
 

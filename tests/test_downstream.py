@@ -85,6 +85,20 @@ def test_linear_sgd_mode_logs_progress(run_dir, tmp_path, capsys):
   assert results["details"] == {"method": "sgd", "steps": 128 // 32 + 1}
   assert "step 5/5" in capsys.readouterr().out
   assert os.path.exists(os.path.join(workdir, "metrics.jsonl"))
+  # The head is kept; the same command again resumes at the end and
+  # evaluates the same head.
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["4", "5"]
+  assert os.path.exists(os.path.join(workdir, "training_setup.json"))
+  again = evaluate.run(
+    _config(run_dir, "linear", linear_eval=dict(epochs=1, batch_size=32)),
+    workdir,
+  )
+  out = capsys.readouterr().out
+  assert (
+    f"linear evaluation: resumed from {workdir}/checkpoints at step 5." in out
+  )
+  assert "step 5/5" not in out  # nothing was trained again
+  assert again["metrics"] == results["metrics"]
 
 
 def test_finetune_mode_from_head_layer_1(run_dir, tmp_path):
@@ -101,6 +115,8 @@ def test_finetune_mode_from_head_layer_1(run_dir, tmp_path):
   )
   _check_results(workdir, results, "finetune", run_dir)
   d = results["details"]
+  # The fine-tuned network is kept (and a stopped run resumes from it).
+  assert str(d["steps"]) in os.listdir(os.path.join(workdir, "checkpoints"))
   assert d["head_layers"] == 1 and d["batch_size"] == 16
   assert 28 <= d["num_labelled"] <= 36  # a stratified quarter of 128
   assert d["steps"] == d["num_labelled"] * 2 // 16 + 1

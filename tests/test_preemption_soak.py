@@ -15,7 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from helpers import ROOT, TINY_RUN
+from helpers import ROOT, TINY_DOWNSTREAM, TINY_RUN
 
 pytestmark = pytest.mark.slow
 
@@ -31,13 +31,15 @@ ARGS = [
 
 
 class _Run:
-  """The CLI in a subprocess, its stdout read by a thread as it comes."""
+  """The CLI in a subprocess, its stdout read by a thread as it comes
+  (`args`: pretraining's by default; `steps`: its step count)."""
 
-  def __init__(self, workdir, every):
+  def __init__(self, workdir, every, args=ARGS, steps=STEPS):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    self.steps = steps
     self.argv = [
-      sys.executable, "-m", "simclr_jax.main", *ARGS,
+      sys.executable, "-m", "simclr_jax.main", *args,
       "--workdir", str(workdir), f"--config.checkpoint_every_steps={every}",
     ]  # fmt: skip
     self.proc = subprocess.Popen(
@@ -54,7 +56,7 @@ class _Run:
 
   def wait_for_step(self, step, timeout=300):
     deadline = time.time() + timeout
-    pattern = re.compile(rf"^step {step}/{STEPS} ")
+    pattern = re.compile(rf"^step {step}/{self.steps} ")
     while time.time() < deadline:
       if any(pattern.match(l) for l in self.lines):
         return
@@ -68,16 +70,16 @@ class _Run:
     return rc, self.proc.stderr.read()
 
 
-def _final_state(workdir):
-  path = os.path.join(workdir, "checkpoints", str(STEPS), "default")
+def _final_state(workdir, steps=STEPS):
+  path = os.path.join(workdir, "checkpoints", str(steps), "default")
   return ocp.StandardCheckpointer().restore(path)
 
 
-def _resume_and_compare(workdir, straight):
-  rc, err = _Run(workdir, every=5).finish()
+def _resume_and_compare(workdir, straight, args=ARGS, steps=STEPS):
+  rc, err = _Run(workdir, every=5, args=args, steps=steps).finish()
   assert rc == 0, err[-3000:]
   assert "Traceback" not in err
-  got, want = _final_state(workdir), straight
+  got, want = _final_state(workdir, steps), straight
   assert jax.tree.structure(got) == jax.tree.structure(want)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -152,3 +154,46 @@ def test_a_second_signal_exits_at_once(tmp_path, straight):
   # already finished saving and exiting.
   assert rc in (-signal.SIGTERM, 143)
   _resume_and_compare(tmp_path, straight)
+
+
+# Downstream trainers on a finished pretraining run: 128 training images,
+# batch 16, 2 epochs = 17 steps (fine-tuning: on its labelled subset).
+DOWNSTREAM = {
+  "linear": ("linear evaluation", ["--config.linear_eval.epochs=2"]),
+  "finetune": (
+    "fine-tuning",
+    ["--config.finetune.epochs=4", "--config.finetune.label_fraction=0.5"],
+  ),
+}
+
+
+def _downstream_args(run_dir, mode):
+  return [
+    "--config", "configs/default.py", f"--config.mode={mode}",
+    f"--config.init_checkpoint={run_dir}", *TINY_DOWNSTREAM,
+    *DOWNSTREAM[mode][1], "--config.log_every_steps=1",
+  ]  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", sorted(DOWNSTREAM))
+def test_a_stopped_downstream_trainer_resumes_exactly(tiny_run, tmp_path, mode):
+  args = _downstream_args(tiny_run, mode)
+  straight = _Run(tmp_path / "straight", every=5, args=args, steps=0)
+  rc, err = straight.finish()
+  assert rc == 0, err[-3000:]
+  steps = max(int(n) for n in os.listdir(tmp_path / "straight/checkpoints"))
+  want = _final_state(tmp_path / "straight", steps)
+
+  run = _Run(tmp_path / "stopped", every=5, args=args, steps=steps)
+  run.wait_for_step(3)
+  run.proc.send_signal(signal.SIGTERM)
+  rc, err = run.finish()
+  assert rc == 143 and "Traceback" not in err, err[-3000:]
+  what = DOWNSTREAM[mode][0]
+  assert re.search(
+    rf"^SIGTERM: {what} stopped after step \d+ of {steps}; saved a "
+    r"checkpoint of step \d+ in \S+; rerun `python -m simclr_jax.main .+` "
+    r"to resume\.$",
+    err.strip().splitlines()[-1],
+  ), err[-3000:]
+  _resume_and_compare(tmp_path / "stopped", want, args=args, steps=steps)

@@ -21,10 +21,15 @@ from simclr_jax import data as data_lib
 from simclr_jax import sharding
 from simclr_jax.eval import features as features_lib
 from simclr_jax.reporting import Reporter, format_duration
+from simclr_jax.training.resume import TrainerCheckpoints
 
 from simclr_jax.configlib.sections import RunConfig
 
 Features = tuple[np.ndarray, np.ndarray]  # host (features, labels)
+
+# Data settings a trainer may resume with changed: they change neither the
+# training examples nor their order.
+_RESUME_INDIFFERENT = ("eval_split", "cache", "max_unreadable_fraction")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +50,10 @@ class Evaluator(Protocol):
 class EvalContext:
   """What every evaluator needs: the mesh, the dataset, the eval batch size,
   the seed, the logging cadence and the run directory for progress logs
-  ('' for none)."""
+  ('' for none). Trainers (fine-tuning, SGD linear evaluation) keep
+  checkpoints there every `checkpoint_every` steps (0: none); `encoder`
+  names the encoder they start from (a resume must start from the same).
+  """
 
   data_cfg: data_lib.DataConfig
   info: data_lib.DatasetInfo
@@ -54,6 +62,9 @@ class EvalContext:
   seed: int
   log_every: int
   workdir: str = ""
+  checkpoint_every: int = 0
+  keep_checkpoints: int = 1
+  encoder: str = ""
 
   @classmethod
   def for_run(
@@ -72,6 +83,8 @@ class EvalContext:
       seed=run.seed,
       log_every=run.train.log_every_steps,
       workdir=workdir,
+      checkpoint_every=run.train.checkpoint_every_steps if workdir else 0,
+      keep_checkpoints=run.train.keep_checkpoints,
     )
 
   @property
@@ -88,14 +101,44 @@ class EvalContext:
       process_count=jax.process_count(),
     )
 
-  def train_batches(self, batch_size: int) -> Iterator[dict]:
-    """Endless shuffled training batches of the whole train split."""
+  def train_batches(
+    self, batch_size: int, start_step: int = 0
+  ) -> Iterator[dict]:
+    """Endless shuffled training batches of the whole train split, from
+    the `start_step`-th on (a resume)."""
     return data_lib.train_batches(
       self.data_cfg,
       global_batch_size=batch_size,
       seed=self.seed,
       process_index=jax.process_index(),
       process_count=jax.process_count(),
+      start_step=start_step,
+    )
+
+  def trainer_checkpoints(
+    self, what: str, settings: Any, **setup: Any
+  ) -> TrainerCheckpoints | None:
+    """The checkpoints of a trainer that runs `settings` (a protocol's
+    settings dataclass) with `setup` (batch size, steps...) in the
+    workdir; None without a workdir or with checkpoint_every 0. A workdir
+    holding another run is refused here, before anything is written."""
+    if not self.workdir or self.checkpoint_every < 1:
+      return None
+    data = dataclasses.asdict(self.data_cfg)
+    for key in _RESUME_INDIFFERENT:
+      data.pop(key, None)
+    return TrainerCheckpoints(
+      self.workdir,
+      what=what,
+      setup={
+        "settings": dataclasses.asdict(settings),
+        "encoder": self.encoder,
+        "dataset": data,
+        "seed": self.seed,
+        **setup,
+      },
+      keep=self.keep_checkpoints,
+      every_steps=self.checkpoint_every,
     )
 
   def features(
@@ -134,6 +177,21 @@ class EvalContext:
   def print(self, message: str) -> None:
     if jax.process_index() == 0:
       print(message, flush=True)
+
+
+def restartable(
+  make: Callable[[int], Iterator[dict]], reporter: Reporter | None
+) -> Callable[[int], Iterator[dict]]:
+  """A trainer's batches as a function of the steps done, `make(done)`,
+  that also starts the reporter's clock there (a resumed trainer's first
+  throughput and ETA then count from its real start)."""
+
+  def batches(done: int) -> Iterator[dict]:
+    if reporter is not None:
+      reporter.start_at(done)
+    return make(done)
+
+  return batches
 
 
 class FeatureEvaluator:

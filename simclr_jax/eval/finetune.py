@@ -17,7 +17,8 @@ linear evaluation (`simclr_jax/supervised.py`).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator, Optional
+import functools
+from typing import Any, Callable, Iterable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -33,9 +34,11 @@ from simclr_jax.configlib.sections import FinetuneSettings, RunConfig
 from simclr_jax.errors import UserError
 from simclr_jax.data import subsets
 from simclr_jax.eval import supervised
-from simclr_jax.eval.base import EvalContext, EvalResult
+from simclr_jax.eval.base import EvalContext, EvalResult, restartable
+from simclr_jax import reporting
 from simclr_jax.training.forward import forward_fn
 from simclr_jax.training import loop
+from simclr_jax.training.resume import TrainerCheckpoints
 from simclr_jax.training.state import (
   TrainState,
   gradient_step,
@@ -135,15 +138,10 @@ def make_finetune_step(
   return jit_step(step, mesh)
 
 
-def _labelled(batches: Iterable[dict]) -> Iterator[dict]:
-  for batch in batches:
-    yield {"image": batch["image"], "label": batch["label"]}
-
-
 def finetune(
   model: models.FineTuneModel,
   variables: dict,
-  batches: Iterable[dict],
+  batches: Iterable[dict] | Callable[[int], Iterable[dict]],
   *,
   mesh: Mesh,
   steps: int,
@@ -158,28 +156,27 @@ def finetune(
   global_bn: bool = True,
   log_fn: Optional[LogFn] = None,
   log_every: int = 100,
+  checkpoints: TrainerCheckpoints | None = None,
+  resume_hint: str = "run the same command again",
 ) -> dict:
   """Fine-tunes all of `variables` for `steps` steps; returns the new ones.
 
   Args:
-    model: the network (`models.finetune_model`).
-    variables: its {'params', 'batch_stats'}, usually from `init_variables`;
-      left intact (the training state is a copy).
+    model, variables: the network (`models.finetune_model`) and its
+      {'params', 'batch_stats'} (`init_variables`), left intact.
     batches: per-process host batches {'image': uint8 (b, S, S, 3), 'label'}
-      of global size `batch_size` (e.g. `data.train_batches`); other keys are
-      ignored.
+      of global size `batch_size` (`data.train_batches`), or a function of
+      the steps done that returns them from there on (to resume).
     steps: optimiser steps; the cosine schedule reaches 0 at `steps`
       (`optim.total_steps` gives the reference count from epochs).
     base_learning_rate, lr_scaling: peak lr = 0.005 x sqrt(B) by default;
       `warmup_steps` of linear warmup (the reference uses none).
-    log_fn: called as log_fn(step, mean metrics since the last call) every
-      `log_every` steps and at the end.
+    log_fn: log_fn(step, mean metrics) every `log_every` steps and at the end.
+    checkpoints: saves (when due, at the end, on SIGTERM/SIGINT: then
+      `preemption.Interrupted`, ending with `resume_hint`) and resumes.
   """
-  if steps < 1 or log_every < 1:
-    raise UserError(
-      f"fine-tuning needs steps >= 1 and log_every >= 1, got "
-      f"steps={steps}, log_every={log_every}"
-    )
+  if steps < 1:
+    raise UserError(f"fine-tuning needs steps >= 1, got steps={steps}")
   schedule = optim.step_schedule(
     base_learning_rate=base_learning_rate,
     batch_size=batch_size,
@@ -191,7 +188,11 @@ def finetune(
     schedule, variables["params"], weight_decay=weight_decay, momentum=momentum
   )
 
-  state = _initial_state(variables, tx, seed, mesh)
+  state, start = loop.start_state(
+    lambda: _initial_state(variables, tx, seed, mesh),
+    sharding.replicated(mesh),
+    checkpoints,
+  )
   step_fn = make_finetune_step(
     model=model,
     tx=tx,
@@ -200,25 +201,22 @@ def finetune(
     image_size=image_size,
     global_bn=global_bn,
   )
-  device_batches = data_lib.prefetch_to_device(
-    _labelled(batches), sharding.batch_sharding(mesh)
+  state = loop.run_labelled(
+    step_fn,
+    state,
+    batches,
+    start=start,
+    data_sharding=sharding.batch_sharding(mesh),
+    checkpoints=checkpoints,
+    last_step=steps,
+    log_every=log_every,
+    loss_key="loss",
+    what="fine-tuning",
+    nan_advice="lower base_learning_rate.",
+    log_fn=log_fn,
+    batch_size=batch_size,
+    resume_hint=resume_hint,
   )
-  try:
-    state, _ = loop.run_steps(
-      step_fn,
-      state,
-      device_batches,
-      first_step=1,
-      last_step=steps,
-      log_every=log_every,
-      loss_key="loss",
-      what="fine-tuning",
-      nan_advice="lower base_learning_rate.",
-      log_fn=log_fn,
-      batch_size=batch_size,
-    )
-  finally:
-    device_batches.close()
   return {"params": state.params, "batch_stats": state.batch_stats}
 
 
@@ -281,6 +279,9 @@ class FinetuneEvaluator:
       seed=ctx.seed,
       zero_init_head=s.zero_init_head,
     )
+    checkpoints = ctx.trainer_checkpoints(
+      "fine-tuning", s, batch_size=batch_size, steps=steps
+    )
     reporter = ctx.reporter(steps, batch_size)
     where = (
       f"head layer {s.head_layers}" if s.head_layers else "the encoder output"
@@ -290,17 +291,20 @@ class FinetuneEvaluator:
       f"({s.label_fraction:g} of the labels), batch {batch_size}, "
       f"{steps:,} steps, from {where}."
     )
+
+    batches = functools.partial(
+      data_lib.shard_batches,
+      [shard],
+      first_index=jax.process_index(),
+      num_shards=jax.process_count(),
+      global_batch_size=batch_size,
+      seed=ctx.seed,
+      shuffle_buffer=ctx.data_cfg.shuffle_buffer,
+    )
     tuned = finetune(
       model,
       start,
-      data_lib.shard_batches(
-        [shard],
-        first_index=jax.process_index(),
-        num_shards=jax.process_count(),
-        global_batch_size=batch_size,
-        seed=ctx.seed,
-        shuffle_buffer=ctx.data_cfg.shuffle_buffer,
-      ),
+      restartable(lambda done: batches(start_step=done), reporter),
       mesh=ctx.mesh,
       steps=steps,
       batch_size=batch_size,
@@ -318,6 +322,8 @@ class FinetuneEvaluator:
       global_bn=s.global_bn,
       log_fn=reporter.report if reporter else None,
       log_every=ctx.log_every,
+      checkpoints=checkpoints,
+      resume_hint=reporting.resume_hint("simclr_jax.downstream.run"),
     )
     metrics = evaluate(
       model,

@@ -22,7 +22,8 @@ the augmented view and the masked top-1/top-5 evaluation live in
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator
+import functools
+from typing import Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -30,16 +31,17 @@ import optax
 from jax.sharding import Mesh
 
 from simclr_jax import augment
-from simclr_jax import data as data_lib
 from simclr_jax import optim
 from simclr_jax import sharding
 from simclr_jax.configlib.sections import LinearSettings, RunConfig
 from simclr_jax.errors import UserError
 from simclr_jax.eval import features
 from simclr_jax.eval import supervised
-from simclr_jax.eval.base import EvalContext, EvalResult
+from simclr_jax.eval.base import EvalContext, EvalResult, restartable
 from simclr_jax.models import SupervisedHead
+from simclr_jax import reporting
 from simclr_jax.training import loop
+from simclr_jax.training.resume import TrainerCheckpoints
 from simclr_jax.training.state import (
   TrainState,
   gradient_step,
@@ -136,7 +138,7 @@ def init_head(
 def train_linear(
   model: Any,
   variables: dict,
-  train_batches: Iterator[dict],
+  train_batches: Iterable[dict] | Callable[[int], Iterable[dict]],
   *,
   mesh: Mesh,
   num_classes: int,
@@ -153,15 +155,17 @@ def train_linear(
   decay_bias: bool = True,
   log_fn: Callable[[int, dict[str, float]], None] | None = None,
   log_every: int = 100,
+  checkpoints: TrainerCheckpoints | None = None,
+  resume_hint: str = "run the same command again",
 ) -> Any:
   """Trains a linear head on the frozen encoder; returns the head params.
 
-  `variables` are the SimCLRModel's {'params', 'batch_stats'} (never
-  modified); `train_batches` yields global batches of `batch_size` (uint8
-  images, int labels) as from data.train_batches, per-process numpy or
-  already on device. The head starts at zero (`zero_init_head`) and
-  `weight_decay` covers its bias too (`decay_bias`), as in the reference.
-  `log_fn(step, means)` gets the metrics averaged over `log_every` steps.
+  `variables`: the SimCLRModel's {'params', 'batch_stats'} (not modified);
+  `train_batches`: global batches of `batch_size` (data.train_batches). The
+  head starts at zero (`zero_init_head`); `weight_decay` covers its bias too
+  (`decay_bias`), as in the reference. `log_fn(step, means)`: metrics
+  averaged over `log_every` steps. With `checkpoints` it saves and resumes
+  as `finetune.finetune` does (`train_batches` a function of steps done).
   """
   if num_classes < 1 or steps < 1:
     raise UserError(
@@ -183,35 +187,33 @@ def train_linear(
     decay_bias=decay_bias,
   )
   dim = _feature_dim(model, frozen, image_size)
-  state = _initial_state(
-    lambda key: init_head(key, num_classes, dim, zero_init=zero_init_head),
-    tx,
-    jax.random.PRNGKey(seed),
+  init_params = functools.partial(
+    init_head, num_classes=num_classes, dim=dim, zero_init=zero_init_head
+  )
+  state, start = loop.start_state(
+    lambda: _initial_state(init_params, tx, seed, replicated),
     replicated,
+    checkpoints,
   )
   view = augment.make_augment_config(augment_preset, image_size)
   forward = linear_forward(model, num_classes)
   train_step = make_supervised_train_step(forward, tx, mesh, view, schedule)
-  batches = data_lib.prefetch_to_device(
-    ({"image": b["image"], "label": b["label"]} for b in train_batches),
-    sharding.batch_sharding(mesh),
+  state = loop.run_labelled(
+    lambda state, batch: train_step(state, frozen, batch),
+    state,
+    train_batches,
+    start=start,
+    data_sharding=sharding.batch_sharding(mesh),
+    checkpoints=checkpoints,
+    last_step=steps,
+    log_every=log_every,
+    loss_key="loss",
+    what="linear evaluation",
+    nan_advice="lower config.linear_eval.base_learning_rate.",
+    log_fn=log_fn,
+    batch_size=batch_size,
+    resume_hint=resume_hint,
   )
-  try:
-    state, _ = loop.run_steps(
-      lambda state, batch: train_step(state, frozen, batch),
-      state,
-      batches,
-      first_step=1,
-      last_step=steps,
-      log_every=log_every,
-      loss_key="loss",
-      what="linear evaluation",
-      nan_advice="lower config.linear_eval.base_learning_rate.",
-      log_fn=log_fn,
-      batch_size=batch_size,
-    )
-  finally:
-    batches.close()
   return state.params
 
 
@@ -226,15 +228,15 @@ def _feature_dim(model: Any, frozen: dict, image_size: int) -> int:
 def _initial_state(
   init_params: Callable[[jax.Array], Any],
   tx: optax.GradientTransformation,
-  key: jax.Array,
+  seed: int,
   replicated: Any,
 ) -> TrainState:
   """Step 0 of the head (`init_params(key)`), replicated; the step keys come
-  from `key` too."""
+  from the same key `PRNGKey(seed)` too."""
   return jax.jit(
     lambda k: new_state(init_params(k), {}, tx, jax.random.fold_in(k, 1)),
     out_shardings=replicated,
-  )(key)
+  )(jax.random.PRNGKey(seed))
 
 
 def evaluate_linear(
@@ -275,11 +277,17 @@ class LinearEvaluator:
       num_examples=ctx.info.num_train,
       epochs=s.epochs,
     )
+    checkpoints = ctx.trainer_checkpoints(
+      "linear evaluation", s, batch_size=s.batch_size, steps=steps
+    )
     reporter = ctx.reporter(steps, s.batch_size)
     head = train_linear(
       self.model,
       variables,
-      ctx.train_batches(s.batch_size),
+      restartable(
+        lambda done: ctx.train_batches(s.batch_size, start_step=done),
+        reporter,
+      ),
       mesh=ctx.mesh,
       num_classes=ctx.num_classes,
       steps=steps,
@@ -294,6 +302,8 @@ class LinearEvaluator:
       decay_bias=s.decay_bias,
       log_fn=reporter.report if reporter else None,
       log_every=ctx.log_every,
+      checkpoints=checkpoints,
+      resume_hint=reporting.resume_hint("simclr_jax.downstream.run"),
     )
     metrics = evaluate_linear(
       self.model,

@@ -10,19 +10,14 @@ non-finite first, where, at which learning rate, and what to resume from.
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from simclr_jax.errors import UserError
-
-
-class _Saved(Protocol):
-  directory: str
-
-  def latest_step(self) -> int | None: ...
+from simclr_jax.training.resume import Saver
 
 
 class NonFinite(UserError):
@@ -68,7 +63,7 @@ class FiniteGuard:
   (`check`) before a log or a save."""
 
   def __init__(
-    self, loss_key: str, what: str, advice: str, saver: _Saved | None
+    self, loss_key: str, what: str, advice: str, saver: Saver | None
   ):
     self.loss_key, self.what, self.advice = loss_key, what, advice
     self.saver = saver

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator
 
 
+from simclr_jax.data.prefetch import prefetch_to_device
 from simclr_jax.errors import UserError
 from simclr_jax.reporting import print_main
 from simclr_jax.training import preemption
@@ -21,22 +22,10 @@ from simclr_jax.training.input_wait import INPUT_WAIT_KEY
 from simclr_jax.training.input_wait import INPUT_WAIT_LIMIT
 from simclr_jax.training.input_wait import InputWaitMeter
 from simclr_jax.training.profiling import StepTrace
+from simclr_jax.training.resume import Saver, TrainerCheckpoints
 
 LogFn = Callable[[int, dict[str, float]], None]
 StepFn = Callable[[Any, dict], tuple[Any, dict]]
-
-
-class Saver(Protocol):
-  """Where `run_steps` saves: periodic checkpoints (`due`), the last step,
-  and the step a stop request ends on."""
-
-  directory: str
-
-  def due(self, step: int) -> bool: ...
-
-  def save(self, step: int, state: Any) -> None: ...
-
-  def latest_step(self) -> int | None: ...
 
 
 def run_steps(
@@ -118,6 +107,70 @@ def run_steps(
     if trace is not None:
       trace.close(step, finished)
   return state, step
+
+
+def start_state(
+  init: Callable[[], Any],
+  sharding: Any,
+  checkpoints: TrainerCheckpoints | None,
+) -> tuple[Any, int]:
+  """(state, steps done): `checkpoints`' newest intact one, or `init()`
+  and 0 (also without checkpoints)."""
+  if checkpoints is None:
+    return init(), 0
+  return checkpoints.start(init, sharding)
+
+
+def run_labelled(
+  step_fn: StepFn,
+  state: Any,
+  batches: Iterable[dict] | Callable[[int], Iterable[dict]],
+  *,
+  start: int,
+  data_sharding: Any,
+  checkpoints: TrainerCheckpoints | None,
+  **run_steps_args: Any,
+) -> Any:
+  """A supervised trainer's `run_steps` from step `start + 1`: the 'image'
+  and 'label' of each batch (`batches_from`) prefetched to the devices,
+  saving to `checkpoints`; closes both; returns the state."""
+  source = batches_from(batches, start, run_steps_args.get("what", "training"))
+  device_batches = prefetch_to_device(
+    ({"image": b["image"], "label": b["label"]} for b in source),
+    data_sharding,
+  )
+  try:
+    state, _ = run_steps(
+      step_fn,
+      state,
+      device_batches,
+      first_step=start + 1,
+      saver=checkpoints,
+      **run_steps_args,
+    )
+  finally:
+    device_batches.close()
+    if checkpoints is not None:
+      checkpoints.close()
+  return state
+
+
+def batches_from(
+  batches: Iterable[dict] | Callable[[int], Iterable[dict]],
+  start: int,
+  what: str,
+) -> Iterator[dict]:
+  """The batches from step `start + 1` on: `batches(start)` if it is a
+  function, else `batches` itself (which cannot skip what was done)."""
+  if callable(batches):
+    return iter(batches(start))
+  if start:
+    raise UserError(
+      f"{what} resumes after step {start}, but its batches were given as "
+      "an iterator; pass a function of the steps done that returns the "
+      "batches from there on."
+    )
+  return iter(batches)
 
 
 def _interrupted(
