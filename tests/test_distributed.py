@@ -216,9 +216,18 @@ def _wait_for_line(proc, fragment, timeout=300):
 
 
 @pytest.mark.slow
-def test_sigterm_to_one_process_stops_all_at_the_same_saved_step(tmp_path):
+@pytest.mark.parametrize(
+  "signum, statuses",
+  [(signal.SIGTERM, (143, 143)), (signal.SIGINT, (143, 130))],
+  ids=["SIGTERM", "SIGINT"],
+)
+def test_a_signal_to_one_process_stops_all_at_the_same_saved_step(
+  tmp_path, signum, statuses
+):
   # JAX's preemption service tells every process; they agree on one step,
-  # save it together and exit with the SIGTERM status.
+  # save it together and exit with the SIGTERM status. Ctrl-C on one
+  # process is handed to that service: that process exits as SIGINT does,
+  # the others as SIGTERM.
   steps = 40
   args = [
     f"--config.train_steps={steps}",
@@ -229,7 +238,7 @@ def test_sigterm_to_one_process_stops_all_at_the_same_saved_step(tmp_path):
   procs = [_launch(tmp_path, pid, 2, port, *args) for pid in (0, 1)]
   try:
     _wait_for_line(procs[0], f"step 3/{steps}")
-    procs[1].send_signal(signal.SIGTERM)
+    procs[1].send_signal(signum)
     outs = [p.communicate(timeout=300) for p in procs]
   finally:
     for p in procs:
@@ -237,11 +246,12 @@ def test_sigterm_to_one_process_stops_all_at_the_same_saved_step(tmp_path):
         p.kill()
   saved = sorted(os.listdir(tmp_path / "checkpoints"))
   assert len(saved) == 1 and 3 <= int(saved[0]) < steps, saved
-  for p, (_, err) in zip(procs, outs):
-    assert p.returncode == 143, err[-3000:]
+  for p, (_, err), status in zip(procs, outs, statuses):
+    assert p.returncode == status, err[-3000:]
     assert "Traceback" not in err
     last = [l for l in err.splitlines() if l.strip()][-1]
+    name = {130: "SIGINT", 143: "SIGTERM"}[status]
     assert last.startswith(
-      f"SIGTERM: pretraining stopped after step {saved[0]} of {steps}; "
+      f"{name}: pretraining stopped after step {saved[0]} of {steps}; "
       f"saved a checkpoint of step {saved[0]} in "
     ), err[-2000:]
