@@ -33,12 +33,23 @@ def resolve_path(path: str) -> str:
   return os.path.abspath(os.path.expanduser(path))
 
 
-def nearest_existing(path: str) -> str:
+def nearest_existing(path: str, flag: str = "--workdir") -> str:
   """`path` made absolute, or its closest ancestor that exists (where it
-  would be created)."""
-  path = os.path.abspath(path)
-  while not os.path.exists(path):
+  would be created). A symbolic link on the way that resolves nowhere
+  (dangling, or a loop) is a UserError naming `flag`: nothing can be
+  created through it."""
+  given, path = path, os.path.abspath(path)
+  while not os.path.lexists(path):
     path = os.path.dirname(path)
+  if not os.path.exists(path):
+    try:
+      target = os.readlink(path)
+    except OSError as e:
+      target = e.strerror
+    raise UserError(
+      f"{flag} {given}: {path} is a symbolic link that leads nowhere "
+      f"(to {target}); fix the link or choose another {flag}."
+    )
   return path
 
 

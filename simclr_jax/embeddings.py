@@ -265,7 +265,7 @@ def check_output_path(path: str) -> None:
       f"--out {path} is a directory; pass a file name such as "
       f"{os.path.join(path, 'embeddings.npz')}."
     )
-  parent = checkpointing.nearest_existing(os.path.dirname(full))
+  parent = checkpointing.nearest_existing(os.path.dirname(full), "--out")
   if not os.path.isdir(parent):
     raise UserError(
       f"cannot write --out {path}: {parent} is a file, not a "

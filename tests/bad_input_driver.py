@@ -34,10 +34,13 @@ from typing import Any, Callable
 
 def tree_hash(path: str) -> str | None:
   """sha256 over the relative names and bytes of every file under `path`
-  (a file: its bytes); None if `path` does not exist."""
+  (a file: its bytes; a symlink that resolves nowhere: its target); None
+  if `path` does not exist."""
   if not os.path.lexists(path):
     return None
   digest = hashlib.sha256()
+  if not os.path.exists(path):
+    return "link " + os.readlink(path)
   if not os.path.isdir(path):
     with open(path, "rb") as f:
       digest.update(f.read())

@@ -52,6 +52,8 @@ KNN = (
   [*CFG, "--workdir", "{new}", *TINY_DOWNSTREAM, "--config.mode=knn"],
 )
 KNN_RUN = (KNN[0], [*KNN[1], "--config.init_checkpoint={run}"])
+LIN = (KNN_RUN[0], [*KNN_RUN[1], "--config.mode=linear"])
+FT = (KNN_RUN[0], [*KNN_RUN[1], "--config.mode=finetune"])
 EMB = (EMBED, ["--checkpoint", "{run}", "--out", "{new}/e.npz"])
 BARE = {MAIN: (MAIN, []), EMBED: (EMBED, []), PLOTS: (PLOTS, [])}
 
@@ -105,6 +107,23 @@ CASES = [
   row("val_fraction_1", KNN_RUN, ["--config.mode=logistic", "--config.linear_eval.val_fraction=1.5"], "must be in (0, 1)"),
   row("label_fraction_0", KNN_RUN, ["--config.mode=finetune", "--config.finetune.label_fraction=0"], "must be in (0, 1]"),
   row("knn_k_0", PRE, ["--config.eval.knn_ks=(0,)"], "must be positive integers"),
+  # Numbers of the downstream modes (checked before the encoder loads).
+  row("linear_batch_0", LIN, ["--config.linear_eval.batch_size=0"], "must be a finite number > 0; fix it in the config or with --config.linear_eval.batch_size=VALUE"),
+  row("linear_epochs_neg", LIN, ["--config.linear_eval.epochs=-1"], "with --config.linear_eval.epochs=VALUE"),
+  row("linear_lr_nan", LIN, ["--config.linear_eval.base_learning_rate=nan"], "with --config.linear_eval.base_learning_rate=VALUE"),
+  row("linear_momentum_1", LIN, ["--config.linear_eval.momentum=1"], "must be in [0, 1)"),
+  row("linear_method_unknown", LIN, ["--config.linear_eval.method=adam"], "use 'sgd' (the paper's protocol) or 'logistic'"),
+  row("linear_lr_scaling_unknown", LIN, ["--config.linear_eval.lr_scaling=cubic"], "use 'linear' or 'sqrt'"),
+  row("linear_wd_neg", LIN, ["--config.linear_eval.weight_decay=-1"], "must be a finite number >= 0"),
+  row("finetune_lr_nan", FT, ["--config.finetune.base_learning_rate=nan"], "with --config.finetune.base_learning_rate=VALUE"),
+  row("finetune_batch_neg", FT, ["--config.finetune.batch_size=-4"], "with --config.finetune.batch_size=VALUE"),
+  row("finetune_epochs_text", FT, ["--config.finetune.epochs=many"], "pass an integer, e.g. --config.finetune.epochs=60"),
+  row("finetune_head_layers_neg", FT, ["--config.finetune.head_layers=-1"], "must be in [0, 2) for a 2-layer projection head"),
+  row("finetune_head_layers_big", FT, ["--config.finetune.head_layers=7"], "must be in [0, 2) for a 2-layer projection head"),
+  row("finetune_warmup_neg", FT, ["--config.finetune.warmup_epochs=-1"], "with --config.finetune.warmup_epochs=VALUE"),
+  row("eval_batch_0", KNN_RUN, ["--config.eval.batch_size=0"], "with --config.eval.batch_size=VALUE"),
+  row("knn_temperature_0", KNN_RUN, ["--config.eval.knn_temperature=0"], "with --config.eval.knn_temperature=VALUE"),
+  row("probe_iters_0", KNN_RUN, ["--config.mode=logistic", "--config.eval.probe_max_iters=0"], "with --config.eval.probe_max_iters=VALUE"),
   # Keys, modes and data.
   row("unknown_key", PRE, ["--config.optim.base_lerning_rate=1"], "did you mean optim.base_learning_rate"),
   row("unknown_mode", PRE, ["--config.mode=probe"], "use one of pretrain, knn"),
@@ -130,6 +149,8 @@ CASES = [
   row("workdir_under_file", PRE, ["--workdir", "{file}/run"], "choose another --workdir"),
   row("workdir_proc", PRE, ["--workdir", "/proc/simclr_bad_input"], "choose another --workdir"),
   row("workdir_sys", PRE, ["--workdir", "/sys/simclr_bad_input/run"], "choose another --workdir"),
+  row("workdir_symlink_loop", PRE, ["--workdir", "{loop}"], "is a symbolic link that leads nowhere"),
+  row("workdir_under_symlink_loop", PRE, ["--workdir", "{loop}/run"], "is a symbolic link that leads nowhere"),
   row("workdir_empty", PRE, ["--workdir="], "--workdir is required"),
   row("workdir_missing", BARE[MAIN], CFG, "--workdir is required"),
   row("extra_argument", PRE, ["stray"], "pass settings as --config.key=value"),
@@ -172,6 +193,7 @@ CASES = [
   row("embed_step_missing", EMB, ["--images", "{images}", "--step=7"], "available steps: 2"),
   row("embed_out_in_proc", EMB, ["--images", "{images}", "--out", "/proc/simclr_bad_input.npz"], "--out"),
   row("embed_out_is_dir", EMB, ["--images", "{images}", "--out", "{empty}"], "pass a file name such as"),
+  row("embed_out_under_symlink_loop", EMB, ["--images", "{images}", "--out", "{loop}/e.npz"], "fix the link or choose another --out"),
   row("embed_out_empty", EMB, ["--images", "{images}", "--out="], "--out is empty; pass a path"),
   row("embed_checkpoint_empty", EMB, ["--images", "{images}", "--checkpoint="], "--checkpoint is empty; pass a path"),
   row("embed_usage", BARE[EMBED], ["--images", "{images}"], "required"),
@@ -310,6 +332,7 @@ def _make_inputs(tmp: str, tiny_run: str) -> dict[str, str]:
     "out_unicode": j("out ü"),
     "link": j("knn link"),
     "run_link": j("run link"),
+    "loop": _loop(j("loop")),
     "syntax_py": _write(j("syntax.py"), "def get_config():\n  c = {\n  )\n"),
     "no_get_py": _write(j("no_get.py"), "def config():\n  return None\n"),
     "raises_py": _write(
@@ -324,6 +347,12 @@ def _make_inputs(tmp: str, tiny_run: str) -> dict[str, str]:
       )
     ),
   }
+
+
+def _loop(path: str) -> str:
+  """A symlink that points at itself."""
+  os.symlink(path, path)
+  return path
 
 
 def _fill(text: str, inputs: dict[str, str], new: str = "") -> str:
