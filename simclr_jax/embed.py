@@ -46,7 +46,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
+from simclr_jax.errors import ArgumentParser  # noqa: E402
 from simclr_jax.errors import UserError  # noqa: E402
+from simclr_jax.errors import print_error  # noqa: E402
 
 if TYPE_CHECKING:
   from simclr_jax.embeddings import Embeddings
@@ -76,20 +78,8 @@ def __dir__() -> list[str]:
   return sorted(set(globals()) | set(_EXPORTS))
 
 
-class _Parser(argparse.ArgumentParser):
-  """argparse whose usage errors are one `error:` line and exit code 2."""
-
-  def error(self, message: str) -> None:  # type: ignore[override]
-    _print_error(f"{message} (see --help)")
-    sys.exit(2)
-
-
-def _print_error(message: str) -> None:
-  print(f"error: {' '.join(message.split())}", file=sys.stderr, flush=True)
-
-
 def _parser() -> argparse.ArgumentParser:
-  p = _Parser(
+  p = ArgumentParser(
     prog="python -m simclr_jax.embed",
     description="Frozen-encoder features of a folder of images, in an npz: "
     "representation (N, F), filenames (N,), projection (N, D) with "
@@ -227,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     distributed.initialize(defaults.base_config().distributed)
     run(args)
   except UserError as e:
-    _print_error(str(e))
+    print_error(str(e))
     return 2
   return 0
 

@@ -25,7 +25,6 @@ the current directory or start with `~`; the printed PNG paths are absolute.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import json
@@ -41,7 +40,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 import numpy as np  # noqa: E402
 
+from simclr_jax.errors import ArgumentParser  # noqa: E402
 from simclr_jax.errors import UserError  # noqa: E402
+from simclr_jax.errors import print_error  # noqa: E402
 from simclr_jax.metrics_log import Metrics  # noqa: E402
 from simclr_jax.metrics_log import load_metrics  # noqa: E402
 from simclr_jax.metrics_log import new_name  # noqa: E402
@@ -352,18 +353,10 @@ def plot_run(
   return _plot(run_dirs, out_dir)[0]
 
 
-class _Parser(argparse.ArgumentParser):
-  """argparse whose usage errors are one `error:` line (exit code 2)."""
-
-  def error(self, message: str) -> None:  # type: ignore[override]
-    print(f"error: {message} (see --help)", file=sys.stderr, flush=True)
-    sys.exit(2)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
   """CLI entry point (`argv` without the program name); returns the exit
   code: 0 on success, 2 for bad arguments or unusable run dirs."""
-  parser = _Parser(
+  parser = ArgumentParser(
     prog="python -m simclr_jax.plots",
     description="Write training-curve PNGs (loss, accuracy, learning "
     "rate, throughput) and the end-of-run comparison (comparison.png, also "
@@ -385,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     paths, tables = _plot(args.run_dirs, args.out)
   except UserError as e:
-    print(f"error: {e}", file=sys.stderr, flush=True)
+    print_error(str(e))
     return 2
   for table in tables:
     print(table + "\n")
