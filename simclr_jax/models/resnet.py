@@ -16,6 +16,11 @@ BN layers hold 'scale' and 'bias', their moving statistics live in the
   stage{s}_block{b}/shortcut_conv, shortcut_bn
   stage{s}_block{b}/sk_conv/...            (bottleneck with sk_ratio > 0)
   stage{s}_block{b}/se/{reduce,expand}     (se_ratio > 0; convs with a bias)
+
+With `mutable=["intermediates"]` the forward pass also returns the
+reference's endpoints: `initial_conv` (the last stem conv, before its BN),
+`initial_max_pool` (after the stem's BN-ReLU and max-pool; the CIFAR stem
+has no pool) and `block_group1..4` (each stage's output).
 """
 
 import functools
@@ -186,22 +191,13 @@ def projection_shortcut(
   stride-2 pool pads 0 before / 1 after with zeros that do count.
   """
   if resnet_d:
-    if strides > 1:
-      x = nn.avg_pool(
-        x,
-        (2, 2),
-        strides=(strides, strides),
-        padding=((0, 1), (0, 1)),
-        count_include_pad=True,
-      )
-    else:
-      x = nn.avg_pool(
-        x,
-        (2, 2),
-        strides=(1, 1),
-        padding=((0, 1), (0, 1)),
-        count_include_pad=False,
-      )
+    x = nn.avg_pool(
+      x,
+      (2, 2),
+      strides=(strides, strides),
+      padding=((0, 1), (0, 1)),
+      count_include_pad=strides > 1,
+    )
     x = conv(features, 1, 1, name="shortcut_conv")(x)
   else:
     x = conv(features, 1, strides, name="shortcut_conv")(x)
@@ -355,6 +351,7 @@ class ResNet(nn.Module):
     stem_width = self._width(64)
     if self.cifar_stem:
       x = conv(stem_width, 3, 1, name="stem_conv")(x)
+      self.sow("intermediates", "initial_conv", x)
       x = nn.relu(norm(name="stem_bn")(x))
     else:
       if self.sk_ratio > 0:  # ResNet-D stem: three 3x3 convs.
@@ -362,11 +359,15 @@ class ResNet(nn.Module):
           ((stem_width // 2, 2), (stem_width // 2, 1), (stem_width, 1)), 1
         ):
           x = conv(width, 3, strides, name=f"stem_conv{i}")(x)
+          if i == 3:
+            self.sow("intermediates", "initial_conv", x)
           x = nn.relu(norm(name=f"stem_bn{i}")(x))
       else:
         x = conv(stem_width, 7, 2, name="stem_conv")(x)
+        self.sow("intermediates", "initial_conv", x)
         x = nn.relu(norm(name="stem_bn")(x))
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+    self.sow("intermediates", "initial_max_pool", x)
 
     basic = self.depth in BASIC_BLOCK_DEPTHS
     block_cls = BasicBlock if basic else BottleneckBlock
@@ -392,5 +393,6 @@ class ResNet(nn.Module):
         else:
           kwargs["sk_ratio"] = self.sk_ratio
         x = block_cls(**kwargs)(x)
+      self.sow("intermediates", f"block_group{stage + 1}", x)
 
     return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
