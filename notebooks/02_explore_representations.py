@@ -77,7 +77,7 @@ from IPython.display import Markdown, display
 from PIL import Image
 from sklearn.manifold import TSNE
 
-from simclr_jax import embeddings, pretrained
+from simclr_jax import embeddings, pretrained, tf_import
 from simclr_jax.data import builtin
 from simclr_jax.eval import knn
 
@@ -103,13 +103,27 @@ TSNE_POINTS = 1000 if BACKEND == "cpu" else 3000  # points on the map
 NUM_QUERIES = 6  # images whose nearest neighbours are shown
 NEIGHBOURS = 8
 KNN_K = 20  # k of the per-class kNN accuracy
+# An official SimCLR TF checkpoint to compare with (docs/pretrained.md): its
+# folder or prefix; "" skips that section. On Colab the cell after this one
+# downloads SimCLRv2's ResNet-50 1x (no selective kernels) there.
+TF_CHECKPOINT = "/content/r50_1x_sk0" if IN_COLAB else ""
+CONVERTED_DIR = "runs/official"  # its converted run directory
 
 # %% tags=["colab"]
-# Colab only: mount Google Drive when the run directory is on it.
+# Colab only: mount Google Drive when the run directory is on it, and
+# download the official checkpoint (about 300 MB; gsutil is preinstalled).
 if IN_COLAB and RUN_DIR.startswith("/content/drive"):
   from google.colab import drive
 
   drive.mount("/content/drive")
+if IN_COLAB and TF_CHECKPOINT and not os.path.exists(TF_CHECKPOINT):
+  os.makedirs(TF_CHECKPOINT)
+  subprocess.run(
+    ["gsutil", "-m", "cp", "-r"]
+    + ["gs://simclr-checkpoints/simclrv2/pretrained/r50_1x_sk0/*"]
+    + [TF_CHECKPOINT],
+    check=True,
+  )
 
 # %% [markdown]
 # ## The run
@@ -305,3 +319,43 @@ ax2.set_yticks(ticks, class_names, fontsize=8)
 ax2.set(xlabel="predicted", ylabel="true", title="confusion (row-normalised)")
 fig.tight_layout()
 plt.show()
+
+# %% [markdown]
+# ## An official SimCLR checkpoint
+#
+# `tf_import.convert_checkpoint` turns a checkpoint released by the SimCLR
+# authors (TF1 `model.ckpt-N` or TF2 `ckpt-N`) into an ordinary run
+# directory, whose encoder then embeds the same folder. The same as
+# `python -m simclr_jax.import_tf --checkpoint TF_CHECKPOINT --out
+# CONVERTED_DIR`. Its kNN accuracy uses the bank and queries above.
+
+# %%
+if TF_CHECKPOINT:
+  if not os.path.exists(CONVERTED_DIR):
+    tf_import.convert_checkpoint(TF_CHECKPOINT, CONVERTED_DIR)
+  official = pretrained.load_pretrained(CONVERTED_DIR)
+  arch = official.config.model
+  official_emb = embeddings.embed_images(official, image_dir)
+  assert list(official_emb.filenames) == list(emb.filenames)
+
+  def knn_top1(feats):
+    ranked = knn.knn_predict(
+      feats[bank],
+      labels[bank],
+      feats[~bank],
+      num_classes=len(class_names),
+      ks=(KNN_K,),
+    )
+    return float(np.mean(next(iter(ranked.values()))[:, 0] == labels[~bank]))
+
+  rows = [
+    "| encoder | representation | kNN top-1 |",
+    "| --- | --- | --- |",
+    f"| {RUN_DIR} | {features.shape[1]}-d | {100 * knn_top1(features):.1f}% |",
+    f"| official ResNet-{arch.depth} {arch.width_multiplier:g}x "
+    f"(sk_ratio {arch.sk_ratio:g}) | {official_emb.representation.shape[1]}-d "
+    f"| {100 * knn_top1(official_emb.representation):.1f}% |",
+  ]
+  display(Markdown("\n".join(rows)))
+else:
+  print("TF_CHECKPOINT is empty: set it to a downloaded official checkpoint.")

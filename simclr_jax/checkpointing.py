@@ -53,21 +53,21 @@ def nearest_existing(path: str, flag: str = "--workdir") -> str:
   return path
 
 
-def check_workdir(workdir: str) -> None:
+def check_workdir(workdir: str, flag: str = "--workdir") -> None:
   """Fails early if `workdir` cannot be created, read or written (a URL
-  such as gs://... is left to orbax)."""
+  such as gs://... is left to orbax); messages name it as `flag`."""
   if "://" in workdir:
     return
-  path = nearest_existing(workdir)
+  path = nearest_existing(workdir, flag)
   if not os.path.isdir(path):
     raise UserError(
-      f"--workdir {workdir}: {path} is a file, not a "
-      "directory; choose another --workdir."
+      f"{flag} {workdir}: {path} is a file, not a "
+      f"directory; choose another {flag}."
     )
   if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
     raise UserError(
-      f"--workdir {workdir}: {path} is not readable and "
-      "writable by this user; choose another --workdir or fix "
+      f"{flag} {workdir}: {path} is not readable and "
+      f"writable by this user; choose another {flag} or fix "
       "its permissions."
     )
   # os.access says yes to root, and to /proc or /sys, where nothing can be
@@ -80,14 +80,14 @@ def check_workdir(workdir: str) -> None:
       os.rmdir(tempfile.mkdtemp(prefix=".simclr_probe_", dir=path))
   except OSError as e:
     raise UserError(
-      f"--workdir {workdir}: cannot write in {path} ({e.strerror}); "
-      "choose another --workdir on a writable file system."
+      f"{flag} {workdir}: cannot write in {path} ({e.strerror}); "
+      f"choose another {flag} on a writable file system."
     ) from None
   ckpts = os.path.join(workdir, "checkpoints")
   if os.path.exists(ckpts) and not os.access(ckpts, os.R_OK | os.X_OK):
     raise UserError(
-      f"--workdir {workdir}: cannot read {ckpts}; fix its "
-      "permissions or choose another --workdir."
+      f"{flag} {workdir}: cannot read {ckpts}; fix its "
+      f"permissions or choose another {flag}."
     )
 
 

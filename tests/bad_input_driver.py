@@ -80,6 +80,10 @@ def _entry(module: str) -> Callable[[list[str]], Any]:
     from simclr_jax import embed  # pylint: disable=import-outside-toplevel
 
     return lambda argv: sys.exit(embed.main(argv[1:]))
+  if module == "simclr_jax.import_tf":
+    from simclr_jax import import_tf  # pylint: disable=import-outside-toplevel
+
+    return lambda argv: sys.exit(import_tf.main(argv[1:]))
   if module == "simclr_jax.plots":
     from simclr_jax import plots  # pylint: disable=import-outside-toplevel
 

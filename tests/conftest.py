@@ -162,3 +162,41 @@ def tiny_run(tmp_path_factory) -> str:
   workdir = str(tmp_path_factory.getbasetemp() / "shared_tiny_run")
   pretrain.train_and_evaluate(helpers.tiny_run_config(), workdir)
   return workdir
+
+
+# Checkpoints written by the official SimCLR code (synthetic weights) with
+# its outputs: ../shared/reference/checkpoints (README.md there).
+OFFICIAL_CHECKPOINTS = (
+  pathlib.Path(__file__).resolve().parents[2]
+  / "shared"
+  / "reference"
+  / "checkpoints"
+)
+
+
+@pytest.fixture(scope="session")
+def official_checkpoint(tmp_path_factory):
+  """name -> (extracted checkpoint folder, manifest, reference outputs),
+  extracted once per session; skips where the fixtures are absent."""
+  import tarfile
+
+  cache = {}
+
+  def get(name: str) -> tuple[pathlib.Path, dict, dict]:
+    archive = OFFICIAL_CHECKPOINTS / f"{name}.tar.gz"
+    if not archive.exists():
+      pytest.skip(
+        f"{archive} is absent: the official-code checkpoint fixtures live "
+        "in ../shared/reference/checkpoints next to the repository"
+      )
+    if name not in cache:
+      dest = tmp_path_factory.mktemp(f"official_{name}")
+      with tarfile.open(archive) as tar:
+        tar.extractall(dest, filter="data")
+      with open(OFFICIAL_CHECKPOINTS / f"{name}.json") as f:
+        manifest = json.load(f)
+      outputs = dict(np.load(OFFICIAL_CHECKPOINTS / f"{name}.npz"))
+      cache[name] = (dest / name, manifest, outputs)
+    return cache[name]
+
+  return get

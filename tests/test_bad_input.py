@@ -41,6 +41,7 @@ from PIL import Image
 from helpers import ROOT, TINY, TINY_DOWNSTREAM, run_cli
 
 MAIN, EMBED, PLOTS = "simclr_jax.main", "simclr_jax.embed", "simclr_jax.plots"
+IMPORT_TF = "simclr_jax.import_tf"
 CFG = ["--config", "configs/default.py"]
 # Pretraining a new run dir; a bad value below fails before any training.
 PRE = (MAIN, [*CFG, "--workdir", "{new}", *TINY])
@@ -55,7 +56,14 @@ KNN_RUN = (KNN[0], [*KNN[1], "--config.init_checkpoint={run}"])
 LIN = (KNN_RUN[0], [*KNN_RUN[1], "--config.mode=linear"])
 FT = (KNN_RUN[0], [*KNN_RUN[1], "--config.mode=finetune"])
 EMB = (EMBED, ["--checkpoint", "{run}", "--out", "{new}/e.npz"])
-BARE = {MAIN: (MAIN, []), EMBED: (EMBED, []), PLOTS: (PLOTS, [])}
+BARE = {
+  MAIN: (MAIN, []),
+  EMBED: (EMBED, []),
+  PLOTS: (PLOTS, []),
+  IMPORT_TF: (IMPORT_TF, []),
+}
+# Converting an official TF checkpoint into a new run dir.
+IMP = (IMPORT_TF, ["--out", "{new}"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,6 +205,16 @@ CASES = [
   row("embed_out_empty", EMB, ["--images", "{images}", "--out="], "--out is empty; pass a path"),
   row("embed_checkpoint_empty", EMB, ["--images", "{images}", "--checkpoint="], "--checkpoint is empty; pass a path"),
   row("embed_usage", BARE[EMBED], ["--images", "{images}"], "required"),
+  # import_tf (the conversions themselves: tests/test_tf_import_*.py).
+  row("import_checkpoint_missing", IMP, ["--checkpoint", "{tmp}/absent/model.ckpt-5"], "pass the folder of a downloaded checkpoint or its prefix"),
+  row("import_checkpoint_empty_dir", IMP, ["--checkpoint", "{empty}"], "pass the checkpoint prefix"),
+  row("import_checkpoint_is_a_run", IMP, ["--checkpoint", "{run}"], "use it as it is"),
+  row("import_checkpoint_corrupt", IMP, ["--checkpoint", "{bad_tf_index}"], "download it again"),
+  row("import_out_exists", IMP, ["--checkpoint", "{bad_tf_index}", "--out", "{run}"], "give the converted run a new folder"),
+  row("import_out_in_proc", IMP, ["--checkpoint", "{bad_tf_index}", "--out", "/proc/simclr_bad_input"], "choose another --out"),
+  row("import_out_empty", IMP, ["--checkpoint", "{bad_tf_index}", "--out="], "--out is empty; pass a path"),
+  row("import_depth_text", IMP, ["--checkpoint", "{bad_tf_index}", "--depth=fifty"], "invalid int value"),
+  row("import_usage", BARE[IMPORT_TF], [], "required"),
   # plots.
   row("plots_missing_dir", BARE[PLOTS], ["{tmp}/absent"], "pass the --workdir of a training run"),
   row("plots_no_metrics", BARE[PLOTS], ["{empty}"], "pass the --workdir of a training run"),
@@ -333,6 +351,7 @@ def _make_inputs(tmp: str, tiny_run: str) -> dict[str, str]:
     "link": j("knn link"),
     "run_link": j("run link"),
     "loop": _loop(j("loop")),
+    "bad_tf_index": _write(j("tf ckpt", "model.ckpt-1.index"), "not an index"),
     "syntax_py": _write(j("syntax.py"), "def get_config():\n  c = {\n  )\n"),
     "no_get_py": _write(j("no_get.py"), "def config():\n  return None\n"),
     "raises_py": _write(

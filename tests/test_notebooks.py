@@ -24,6 +24,7 @@ import copy
 import os
 import pathlib
 import sys
+import tarfile
 import time
 
 import jupytext
@@ -32,6 +33,7 @@ import nbformat
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+OFFICIAL_CHECKPOINTS = ROOT.parent / "shared" / "reference" / "checkpoints"
 NOTEBOOKS = ROOT / "notebooks"
 # The one address of the repository: every notebook's badge and clone.
 REPO_URL = "https://github.com/simclr-jax/simclr_jax"
@@ -73,6 +75,11 @@ CI_PARAMETERS = {
   },
   "02_explore_representations": {
     "RUN_DIR": "runs/nb01",
+    # The official-code ResNet-18 fixture, extracted there by `_Runs`
+    # ("" where ../shared/reference/checkpoints is absent).
+    "TF_CHECKPOINT": "official/tf2_r18_cifar_1x_sk0"
+    if (OFFICIAL_CHECKPOINTS / "tf2_r18_cifar_1x_sk0.tar.gz").exists()
+    else "",
     "NUM_IMAGES": 120,
     "TSNE_POINTS": 100,
     "NUM_QUERIES": 3,
@@ -224,6 +231,11 @@ class _Runs:
 
   def _execute(self, name: str) -> None:
     nb = _ci_notebook(name)
+    official = CI_PARAMETERS[name].get("TF_CHECKPOINT")
+    if official:
+      archive = OFFICIAL_CHECKPOINTS / f"{pathlib.Path(official).name}.tar.gz"
+      with tarfile.open(archive) as tar:
+        tar.extractall(self.cwd / pathlib.Path(official).parent, filter="data")
     deadline = time.monotonic() + TIMEOUT_S[name]
     client = nbclient.NotebookClient(
       nb,
@@ -274,6 +286,10 @@ def test_notebook_runs_on_cpu(runs, name):
   elif name == "02_explore_representations":
     table = next(t for t in tables if "| class |" in t)
     assert table.count("\n") == 2 + 10  # header, rule, 10 classes, all
+    if CI_PARAMETERS[name]["TF_CHECKPOINT"]:  # converted and embedded
+      table = next(t for t in tables if "| encoder |" in t)
+      assert "| official ResNet-18 1x (sk_ratio 0) | 512-d |" in table
+      assert (runs.cwd / "runs/official/run_config.json").is_file()
   else:
     table = next(t for t in tables if "| batch |" in t)
     points = CI_PARAMETERS[name]

@@ -86,6 +86,9 @@ SKIP = {
   # runs a tiny sweep through the same run and report commands.
   "sweep run": "real CIFAR-10 sweep",
   "sweep report": "report of that sweep",
+  # A checkpoint downloaded from Google Cloud Storage; the command itself
+  # runs on the official-code fixtures in tests/test_tf_import_convert.py.
+  "import_tf": "a released TF checkpoint",
 }
 # Other commands in the bash blocks. mkdir and tar run as written (they
 # unpack the stand-in archive); the set-up commands are what made the
