@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -35,6 +35,9 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 from simclr_jax.errors import ArgumentParser  # noqa: E402
 from simclr_jax.errors import UserError  # noqa: E402
 from simclr_jax.errors import print_error  # noqa: E402
+
+if TYPE_CHECKING:
+  from simclr_jax.tf_import.convert import Converted
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
   return p
 
 
-def run(args: argparse.Namespace):
+def run(args: argparse.Namespace) -> Converted:
   """Checks the paths, converts, prints a summary; returns `Converted`."""
   # pylint: disable=g-import-not-at-top
   from simclr_jax import configlib
@@ -120,6 +123,7 @@ def run(args: argparse.Namespace):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  """The command line; returns the exit code (2: bad input)."""
   args = _parser().parse_args(argv)
   # pylint: disable=g-import-not-at-top
   from simclr_jax.data import sources
