@@ -78,11 +78,15 @@ def load_variables(
   anything; `given` architecture keys override the inferred ones."""
   ckpt = reader.read_checkpoint(checkpoint, ema=ema)
   arch = architecture.infer(ckpt, given)
+  return ckpt, arch, mapping.convert_variables(ckpt, build_model(arch), 32)
+
+
+def build_model(arch: dict[str, Any]) -> Any:
+  """The SimCLRModel of the architecture keys `arch`."""
   config = run_config(arch)
-  model = setup_lib.create_model(
+  return setup_lib.create_model(
     configlib.model_config(config), arch["num_classes"]
   )
-  return ckpt, arch, mapping.convert_variables(ckpt, model, 32)
 
 
 def _check_out(out: str) -> str:
