@@ -279,14 +279,21 @@ bank = np.zeros(len(labels), bool)
 for c in range(len(class_names)):
   members = np.flatnonzero(labels == c)
   bank[rng.permutation(members)[: len(members) // 2]] = True
-ranked = knn.knn_predict(
-  features[bank],
-  labels[bank],
-  features[~bank],
-  num_classes=len(class_names),
-  ks=(KNN_K,),
-)
-predicted = next(iter(ranked.values()))[:, 0]
+
+
+def knn_top1_predictions(feats):
+  """The top-1 kNN class of every query, with the bank above."""
+  ranked = knn.knn_predict(
+    feats[bank],
+    labels[bank],
+    feats[~bank],
+    num_classes=len(class_names),
+    ks=(KNN_K,),
+  )
+  return next(iter(ranked.values()))[:, 0]
+
+
+predicted = knn_top1_predictions(features)
 truth = labels[~bank]
 per_class = [
   float(np.mean(predicted[truth == c] == c)) if np.any(truth == c) else np.nan
@@ -339,14 +346,7 @@ if TF_CHECKPOINT:
   assert list(official_emb.filenames) == list(emb.filenames)
 
   def knn_top1(feats):
-    ranked = knn.knn_predict(
-      feats[bank],
-      labels[bank],
-      feats[~bank],
-      num_classes=len(class_names),
-      ks=(KNN_K,),
-    )
-    return float(np.mean(next(iter(ranked.values()))[:, 0] == labels[~bank]))
+    return float(np.mean(knn_top1_predictions(feats) == truth))
 
   rows = [
     "| encoder | representation | kNN top-1 |",

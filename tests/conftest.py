@@ -164,21 +164,13 @@ def tiny_run(tmp_path_factory) -> str:
   return workdir
 
 
-# Checkpoints written by the official SimCLR code (synthetic weights) with
-# its outputs: ../shared/reference/checkpoints (README.md there).
-OFFICIAL_CHECKPOINTS = (
-  pathlib.Path(__file__).resolve().parents[2]
-  / "shared"
-  / "reference"
-  / "checkpoints"
-)
-
-
 @pytest.fixture(scope="session")
 def official_checkpoint(tmp_path_factory):
   """name -> (extracted checkpoint folder, manifest, reference outputs),
   extracted once per session; skips where the fixtures are absent."""
   import tarfile
+
+  from helpers import OFFICIAL_CHECKPOINTS
 
   cache = {}
 

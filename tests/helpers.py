@@ -12,6 +12,9 @@ from simclr_jax import defaults
 from simclr_jax.data.config import DataConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Checkpoints written by the official SimCLR code (synthetic weights) with
+# its outputs, next to the repository (README.md there); tests skip without.
+OFFICIAL_CHECKPOINTS = ROOT.parent / "shared" / "reference" / "checkpoints"
 TINY = [
   "--config.data.image_size=16",
   "--config.model.width_multiplier=0.125",

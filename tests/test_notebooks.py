@@ -32,8 +32,9 @@ import nbclient
 import nbformat
 import pytest
 
+from helpers import OFFICIAL_CHECKPOINTS
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-OFFICIAL_CHECKPOINTS = ROOT.parent / "shared" / "reference" / "checkpoints"
 NOTEBOOKS = ROOT / "notebooks"
 # The one address of the repository: every notebook's badge and clone.
 REPO_URL = "https://github.com/simclr-jax/simclr_jax"

@@ -12,6 +12,7 @@ import pytest
 
 from simclr_jax.errors import UserError
 from simclr_jax.tf_import import convert
+from simclr_jax.tf_import import export
 from simclr_jax.tf_import import reader
 
 FIXTURES = (
@@ -86,19 +87,6 @@ def test_tf1_names_give_the_same_weights_as_tf2(official_checkpoint):
     np.testing.assert_array_equal(value, flat2[path], err_msg=str(path))
 
 
-def _save_tf1(prefix: str, arrays: dict[str, np.ndarray]) -> None:
-  """A name-based (TF1-format) checkpoint holding `arrays`."""
-  import tensorflow as tf
-
-  names = sorted(arrays)
-  tf.raw_ops.SaveV2(
-    prefix=prefix,
-    tensor_names=names,
-    shape_and_slices=[""] * len(names),
-    tensors=[tf.constant(arrays[n]) for n in names],
-  )
-
-
 def _tf1_arrays(official_checkpoint) -> dict[str, np.ndarray]:
   import tensorflow as tf
 
@@ -118,7 +106,7 @@ def test_ema_picks_the_moving_average_copy(official_checkpoint, tmp_path):
   for k in model_keys:
     arrays[f"{reader.EMA_PREFIX}{k}"] = (0.75 * arrays[k]).astype(np.float32)
   prefix = str(tmp_path / "model.ckpt-1000")
-  _save_tf1(prefix, arrays)
+  export.save_tf1(prefix, arrays)
 
   _, _, plain = convert.load_variables(prefix)
   ckpt, _, ema = convert.load_variables(prefix, ema=True)
@@ -151,7 +139,7 @@ def test_an_unknown_variable_is_an_error_naming_it(
   arrays = _tf1_arrays(official_checkpoint)
   arrays["base_model/se_block/weird"] = np.zeros(3, np.float32)
   prefix = str(tmp_path / "model.ckpt-7")
-  _save_tf1(prefix, arrays)
+  export.save_tf1(prefix, arrays)
   with pytest.raises(UserError, match="base_model/se_block"):
     reader.read_checkpoint(prefix)
 
@@ -162,7 +150,7 @@ def test_a_missing_variable_is_an_error_naming_it(
   arrays = _tf1_arrays(official_checkpoint)
   del arrays["base_model/batch_normalization_20/moving_variance"]
   prefix = str(tmp_path / "model.ckpt-7")
-  _save_tf1(prefix, arrays)
+  export.save_tf1(prefix, arrays)
   with pytest.raises(UserError, match="batch_normalization_20"):
     convert.load_variables(prefix)
 
@@ -191,7 +179,7 @@ def test_a_checkpoint_without_projection_head_gets_a_fresh_one(
     if not k.startswith("head_contrastive/")
   }
   prefix = str(tmp_path / "model.ckpt-3")
-  _save_tf1(prefix, arrays)
+  export.save_tf1(prefix, arrays)
   ckpt, arch, variables = convert.load_variables(prefix)
   assert "projection_head" not in ckpt.sections
   assert arch["proj_head_layers"] == 2 and arch["num_classes"] == 1000

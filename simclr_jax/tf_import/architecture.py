@@ -130,10 +130,9 @@ def infer(ckpt: TFCheckpoint, given: Mapping[str, Any] | None = None) -> dict:
     "width_multiplier": stem_width / 64,
     "sk_ratio": DEFAULT_SK_RATIO if sk else 0.0,
     "cifar_stem": stem == "cifar",
-    "proj_head_layers": len(heads),
+    # SimCLRv1's releases have no head: theirs becomes a fresh v1 head.
+    "proj_head_layers": len(heads) or 2,
     "proj_out_dim": _kernel(heads[-1])[1] if heads else 128,
     "num_classes": _kernel(supervised[0])[1] if supervised else 0,
   }
-  if not heads:  # SimCLRv1's released checkpoints: a fresh v1 head
-    inferred["proj_head_layers"] = 2
   return {**inferred, **given}

@@ -18,14 +18,11 @@ from typing import Any
 import flax.linen as nn
 import numpy as np
 
+from simclr_jax import checkpointing
 from simclr_jax.errors import UserError
 from simclr_jax.tf_import import mapping
 
-_BN = {"gamma": ("params", "scale"), "beta": ("params", "bias")}
-_BN_STATS = {
-  "moving_mean": ("batch_stats", "mean"),
-  "moving_variance": ("batch_stats", "var"),
-}
+_DENSE_LEAVES = {"kernel": ("params", "kernel"), "bias": ("params", "bias")}
 
 
 def _name(section: str, kind: str, index: int) -> str:
@@ -51,10 +48,7 @@ def tf1_arrays(
       index = counts.get(kind, 0)
       counts[kind] = index + 1
       name = _name(section, kind, index)
-      if kind == "bn":
-        leaves = {**_BN, **_BN_STATS}
-      else:
-        leaves = {"kernel": ("params", "kernel"), "bias": ("params", "bias")}
+      leaves = mapping.BN_LEAVES if kind == "bn" else _DENSE_LEAVES
       for tf_leaf, (collection, leaf) in leaves.items():
         node = variables.get(collection, {})
         for part in (*path, leaf):
@@ -64,21 +58,11 @@ def tf1_arrays(
   return out
 
 
-def export_tf1(
-  model: nn.Module, variables: dict[str, Any], step: int, out_dir: str
-) -> str:
-  """Writes `out_dir/model.ckpt-<step>` (and the `checkpoint` state file
-  that `tf.train.latest_checkpoint` reads); returns the prefix."""
+def save_tf1(prefix: str, arrays: dict[str, np.ndarray]) -> None:
+  """A name-based (TF1-format) checkpoint at `prefix` holding `arrays`,
+  written with TensorFlow's SaveV2 op."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-  out_dir = os.path.abspath(os.path.expanduser(out_dir))
-  if os.path.exists(out_dir) and os.listdir(out_dir):
-    raise UserError(
-      f"{out_dir} already exists and is not empty; export into a new folder."
-    )
-  arrays = tf1_arrays(model, variables, step)
-  os.makedirs(out_dir, exist_ok=True)
-  prefix = os.path.join(out_dir, f"model.ckpt-{step}")
   names = sorted(arrays)
   tf.raw_ops.SaveV2(
     prefix=prefix,
@@ -86,6 +70,22 @@ def export_tf1(
     shape_and_slices=[""] * len(names),
     tensors=[tf.constant(arrays[n]) for n in names],
   )
+
+
+def export_tf1(
+  model: nn.Module, variables: dict[str, Any], step: int, out_dir: str
+) -> str:
+  """Writes `out_dir/model.ckpt-<step>` (and the `checkpoint` state file
+  that `tf.train.latest_checkpoint` reads); returns the prefix."""
+  out_dir = checkpointing.resolve_path(out_dir)
+  if os.path.exists(out_dir) and os.listdir(out_dir):
+    raise UserError(
+      f"{out_dir} already exists and is not empty; export into a new folder."
+    )
+  arrays = tf1_arrays(model, variables, step)
+  os.makedirs(out_dir, exist_ok=True)
+  prefix = os.path.join(out_dir, f"model.ckpt-{step}")
+  save_tf1(prefix, arrays)
   with open(os.path.join(out_dir, "checkpoint"), "w") as f:
     base = os.path.basename(prefix)
     f.write(f'model_checkpoint_path: "{base}"\n')

@@ -26,8 +26,11 @@ from simclr_jax.tf_import.reader import TFCheckpoint
 
 SECTIONS = ("backbone", "projection_head", "head_supervised")
 _KINDS = {nn.Conv: "conv", nn.BatchNorm: "bn", nn.Dense: "dense"}
-_BN = {"gamma": ("params", "scale"), "beta": ("params", "bias")}
-_STATS = {
+# A checkpoint BN leaf -> (collection, our leaf name); conv and dense
+# leaves (kernel, bias) keep their names in "params".
+BN_LEAVES = {
+  "gamma": ("params", "scale"),
+  "beta": ("params", "bias"),
   "moving_mean": ("batch_stats", "mean"),
   "moving_variance": ("batch_stats", "var"),
 }
@@ -61,7 +64,7 @@ def model_layers(
 def _targets(kind: str, layer: Layer) -> dict[str, tuple[str, str]]:
   """Checkpoint leaf -> (collection, our leaf name)."""
   if kind == "bn":
-    return {k: v for k, v in {**_BN, **_STATS}.items() if k in layer.keys}
+    return {k: v for k, v in BN_LEAVES.items() if k in layer.keys}
   return {k: ("params", k) for k in layer.keys}
 
 
@@ -119,8 +122,9 @@ def convert_variables(
     for c in ("params", "batch_stats")
   }
   filled = set()
+  fresh = "projection_head" not in ckpt.sections
   for section in SECTIONS:
-    if section == "projection_head" and section not in ckpt.sections:
+    if section == "projection_head" and fresh:
       continue  # filled below
     for kind in ("conv", "bn", "dense"):
       for path, layer in _pairs(ckpt, ours, section, kind):
@@ -139,7 +143,7 @@ def convert_variables(
           value = ckpt.value(layer.keys[leaf]).astype(np.float32)
           out.setdefault(collection, {})[where] = value
           filled.add((collection, where))
-  if "projection_head" not in ckpt.sections:
+  if fresh:
     for (c, *where), value in fresh_head(model).items():
       out.setdefault(c, {})[tuple(where)] = value
       filled.add((c, tuple(where)))

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from simclr_jax import checkpointing
 from simclr_jax.errors import UserError
 
 TF2_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -110,7 +111,7 @@ def resolve_prefix(path: str) -> str:
   `.data-*`)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-  path = os.path.abspath(os.path.expanduser(path))
+  path = checkpointing.resolve_path(path)
   if os.path.isfile(os.path.join(path, "run_config.json")):
     raise UserError(
       f"--checkpoint {path} is a simclr_jax run directory, not a "
@@ -232,15 +233,11 @@ def read_checkpoint(path: str, ema: bool = False) -> TFCheckpoint:
     grouped.setdefault(section, {}).setdefault(layer, {})[leaf] = key
   sections = {}
   for section, layers in grouped.items():
-    built = [
-      Layer(
-        name=name,
-        kind=_kind(name, {k: tuple(shapes[v]) for k, v in leaves.items()}),
-        keys=leaves,
-        shapes={k: tuple(shapes[v]) for k, v in leaves.items()},
-      )
-      for name, leaves in layers.items()
-    ]
+    built = []
+    for name, leaves in layers.items():
+      layer_shapes = {k: tuple(shapes[v]) for k, v in leaves.items()}
+      kind = _kind(name, layer_shapes)
+      built.append(Layer(name, kind, leaves, layer_shapes))
     sections[section] = sorted(built, key=lambda l: _layer_key(l.name))
   step = 0
   for key in ("global_step", "global_step" + TF2_SUFFIX):
